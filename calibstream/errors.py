@@ -1,0 +1,81 @@
+"""Typed errors: every bad input becomes one of these, never a crash.
+
+Each error names the part of the input at fault (an HDU, a header key, a
+column) so that a failure event or a summary.json can say *why* in words.
+"""
+
+from __future__ import annotations
+
+
+class CalibstreamError(Exception):
+    """Base of every error calibstream raises on purpose."""
+
+    #: Short machine-readable kind, used in failure events and summaries.
+    kind = "error"
+
+    def __init__(self, reason: str, *, where: str | None = None) -> None:
+        self.reason = reason
+        self.where = where
+        super().__init__(f"{where}: {reason}" if where else reason)
+
+
+class ExposureError(CalibstreamError):
+    """The characterized-exposure file does not follow the contract."""
+
+    kind = "exposure"
+
+
+class MissingFileError(ExposureError):
+    kind = "missing_file"
+
+
+class NotFitsError(ExposureError):
+    kind = "not_fits"
+
+
+class TruncatedFileError(ExposureError):
+    kind = "truncated"
+
+
+class MissingHduError(ExposureError):
+    kind = "missing_hdu"
+
+
+class InvalidHduError(ExposureError):
+    """Wrong dtype, dimensionality or shape of an HDU."""
+
+    kind = "invalid_hdu"
+
+
+class InvalidPixelsError(ExposureError):
+    """Non-finite image or variance pixels, or a non-positive variance."""
+
+    kind = "invalid_pixels"
+
+
+class InvalidPsfError(ExposureError):
+    kind = "invalid_psf"
+
+
+class InvalidApCorrError(ExposureError):
+    kind = "invalid_apcorr"
+
+
+class MissingKeyError(ExposureError):
+    kind = "missing_key"
+
+
+class InvalidKeyError(ExposureError):
+    kind = "invalid_key"
+
+
+class ConfigError(CalibstreamError):
+    """A configuration file or value is not understood."""
+
+    kind = "config"
+
+
+class MeasurementError(CalibstreamError):
+    """Detection or measurement could not proceed (e.g. nothing to measure on)."""
+
+    kind = "measurement"

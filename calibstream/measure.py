@@ -1,0 +1,228 @@
+"""Per-source measurement of detected footprints, all sources at once.
+
+As SExtractor: aperture and Kron fluxes at the isophotal barycentre, the
+windowed centroid with a window set by the half-light radius; plus a PSF
+flux at the windowed centroid and LSST-style pixel flags from the mask
+planes. Returns plain columns (name -> array) in a fixed order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import sep
+
+from .centroid import windowed_centroids
+from .config import MeasurementConfig
+from .detect import Detections
+from .psfflux import psf_fluxes
+from .stamps import gather, stamp_indices
+
+FWHM_TO_SIGMA = 1.0 / 2.3548200450309493
+#: SExtractor's window: sigma = 2/2.35 x half-light radius.
+WINDOW_PER_HALF_LIGHT = 2.0 / 2.35
+KRON_ELLIPSE_EXTENT = 6.0  # Kron radius measured within 6 x (a, b), as SExtractor
+APERTURE_SUBPIX = 5  # SExtractor's sub-pixel sampling of circular apertures
+#: Mask planes reported as ``flag_<name>`` when any pixel of a source carries them.
+PIXEL_FLAG_PLANES = {
+    "bad": "BAD",
+    "saturated": "SAT",
+    "interpolated": "INTRP",
+    "cr": "CR",
+    "nodata": "NO_DATA",
+    "suspect": "SUSPECT",
+}
+
+
+@dataclass(frozen=True)
+class PixelContext:
+    """The pixels a measurement reads: image, noise, masks."""
+
+    image: np.ndarray  # background-subtracted
+    variance: np.ndarray | float
+    invalid: np.ndarray  # bool: pixels that carry no information
+    mask: np.ndarray | None = None  # the exposure's bit mask
+    mask_planes: Mapping[str, int] | None = None
+    raw_peak_image: np.ndarray | None = None  # image before residual background, for saturation
+
+
+def aperture_name(radius: float) -> str:
+    """Column name of the circular aperture flux of ``radius`` pixels (ap_flux_4_5 for 4.5)."""
+    return "ap_flux_" + f"{radius:g}".replace(".", "_")
+
+
+def measure_sources(
+    pixels: PixelContext,
+    detections: Detections,
+    config: MeasurementConfig,
+    psf: np.ndarray | None = None,
+    psf_fwhm: float | None = None,
+) -> dict[str, np.ndarray]:
+    """Measure every detection; returns catalog columns."""
+    obj = detections.objects
+    n = len(obj)
+    image = pixels.image
+    err_kw = _err_kwargs(pixels.variance)
+    xb, yb = obj["x"].astype(float), obj["y"].astype(float)
+    a, b, theta = obj["a"].astype(float), obj["b"].astype(float), obj["theta"].astype(float)
+    invalid = pixels.invalid
+    columns: dict[str, np.ndarray] = {"id": np.arange(1, n + 1, dtype=np.int64)}
+    columns["parent"] = _parents(detections, n)
+
+    truncated = np.zeros(n, dtype=bool)
+
+    def note(flags: np.ndarray) -> None:
+        nonlocal truncated
+        truncated = truncated | ((flags & sep.APER_TRUNC) != 0)
+
+    # Kron radius and flux (MAG_AUTO), SExtractor's rules.
+    kron_radius, kflag = sep.kron_radius(
+        image, xb, yb, a, b, theta, KRON_ELLIPSE_EXTENT, mask=invalid
+    )
+    note(kflag)
+    use_circle = kron_radius * np.sqrt(a * b) < config.kron_min_radius
+    kr_eff = np.where(np.isfinite(kron_radius), kron_radius, 0.0)
+    kflux, kerr, kfl = sep.sum_ellipse(
+        image, xb, yb, a, b, theta, config.kron_factor * kr_eff, mask=invalid, subpix=1, **err_kw
+    )
+    if use_circle.any() and config.kron_min_radius > 0:
+        cflux, cerr, cfl = sep.sum_circle(
+            image, xb, yb, config.kron_min_radius, mask=invalid, subpix=1, **err_kw
+        )
+        kflux, kerr, kfl = (
+            np.where(use_circle, c, k) for c, k in ((cflux, kflux), (cerr, kerr), (cfl, kfl))
+        )
+    note(kfl)
+
+    # Half-light radius sets the centroid window, as SExtractor.
+    radius, rflag = sep.flux_radius(
+        image, xb, yb, KRON_ELLIPSE_EXTENT * a, 0.5, normflux=kflux, mask=invalid, subpix=5
+    )
+    note(rflag)
+    sigma = WINDOW_PER_HALF_LIGHT * np.where(np.isfinite(radius) & (radius > 0), radius, 1.0)
+    if psf_fwhm is not None:
+        sigma = np.maximum(sigma, psf_fwhm * FWHM_TO_SIGMA)
+    cen = windowed_centroids(image, pixels.variance, invalid, xb, yb, sigma)
+    shift = np.hypot(cen.x - xb, cen.y - yb)
+    bad_centroid = (
+        cen.failed | (shift > config.max_centroid_shift) | ((obj["flag"] & sep.OBJ_SINGU) != 0)
+    )
+    x = np.where(bad_centroid, xb, cen.x)
+    y = np.where(bad_centroid, yb, cen.y)
+    columns.update(
+        x=x,
+        y=y,
+        x_err=cen.x_err,
+        y_err=cen.y_err,
+        xy_cov=cen.xy_cov,
+        x_isophotal=xb,
+        y_isophotal=yb,
+        shape_xx=obj["x2"].astype(float),
+        shape_yy=obj["y2"].astype(float),
+        shape_xy=obj["xy"].astype(float),
+        a=a,
+        b=b,
+        theta=theta,
+        npix=obj["npix"].astype(np.int32),
+        flux_radius=radius,
+        detect_significance=detections.significance,
+    )
+
+    if psf is not None:
+        var = pixels.variance
+        if np.isscalar(var):
+            var = np.broadcast_to(np.float32(var), image.shape)
+        fit = psf_fluxes(image, var, invalid, psf, x, y)
+        columns.update(psf_flux=fit.flux, psf_flux_err=fit.err)
+        psf_failed = fit.failed
+    else:
+        psf_failed = np.zeros(n, dtype=bool)
+
+    for r in config.aperture_radii:
+        flux, ferr, fflag = sep.sum_circle(
+            image, xb, yb, r, mask=invalid, subpix=APERTURE_SUBPIX, **err_kw
+        )
+        note(fflag)
+        name = aperture_name(r)
+        columns[name] = flux
+        columns[name + "_err"] = ferr
+    columns.update(kron_radius=kron_radius, kron_flux=kflux, kron_flux_err=kerr)
+
+    pixel_flags = _pixel_flags(pixels, detections, x, y, psf_fwhm)
+    saturated = pixel_flags.pop("saturated")
+    if config.saturation is not None:
+        peak_image = pixels.raw_peak_image if pixels.raw_peak_image is not None else image
+        saturated = saturated | (
+            _footprint_max(peak_image, detections.segmap, n) >= config.saturation
+        )
+    columns.update(
+        flag_edge=((obj["flag"] & sep.OBJ_TRUNC) != 0) | pixel_flags.pop("edge"),
+        flag_aperture_truncated=truncated,
+        flag_saturated=saturated,
+        flag_deblended=detections.deblended.copy(),
+        flag_bad_centroid=bad_centroid,
+        flag_psf_flux=psf_failed,
+    )
+    columns.update({f"flag_{name}": value for name, value in pixel_flags.items()})
+    return columns
+
+
+def _err_kwargs(variance: np.ndarray | float) -> dict:
+    if np.isscalar(variance):
+        return {"err": float(np.sqrt(variance))}
+    return {"var": variance}
+
+
+def _parents(detections: Detections, n: int) -> np.ndarray:
+    """Blend family id shared by deblended siblings (n + label), 0 for lone sources.
+
+    Parent records themselves are not kept: the catalog holds the leaves.
+    """
+    family = np.asarray(detections.family, dtype=np.int64)
+    counts = np.bincount(family, minlength=1) if n else np.zeros(1, dtype=np.int64)
+    shared = counts[family] > 1
+    return np.where(shared & (family > 0), n + family, 0).astype(np.int64)
+
+
+def _footprint_max(image: np.ndarray, segmap: np.ndarray, n: int) -> np.ndarray:
+    from scipy import ndimage
+
+    if n == 0:
+        return np.zeros(0)
+    return np.asarray(ndimage.maximum(image, segmap, index=np.arange(1, n + 1)), dtype=float)
+
+
+def _pixel_flags(
+    pixels: PixelContext,
+    detections: Detections,
+    x: np.ndarray,
+    y: np.ndarray,
+    psf_fwhm: float | None,
+) -> dict[str, np.ndarray]:
+    """A flag per mask plane: any footprint pixel, or any pixel within one FWHM of the centre."""
+    n = len(x)
+    planes = pixels.mask_planes or {}
+    names = {**PIXEL_FLAG_PLANES, "edge": "EDGE"}
+    flags = {name: np.zeros(n, dtype=bool) for name in names}
+    if pixels.mask is None or n == 0:
+        return flags
+    seg = detections.segmap.ravel()
+    members = np.flatnonzero(seg)
+    owner = seg[members]
+    member_mask = pixels.mask.ravel()[members]
+    radius = max(1.0, psf_fwhm or 1.5)
+    half = int(np.ceil(radius))
+    ix, iy = np.rint(x).astype(np.int64), np.rint(y).astype(np.int64)
+    rows, cols, inside = stamp_indices(pixels.mask.shape, ix, iy, half)
+    core = inside & (((cols - x[:, None, None]) ** 2 + (rows - y[:, None, None]) ** 2) <= radius**2)
+    core_mask = np.where(core, gather(pixels.mask, rows, cols), 0)
+    core_or = np.bitwise_or.reduce(core_mask.reshape(n, -1), axis=1)
+    for name, plane in names.items():
+        if plane not in planes:
+            continue
+        bit = np.int64(1) << planes[plane]
+        in_footprint = np.bincount(owner[(member_mask & bit) != 0], minlength=n + 1)[1:] > 0
+        flags[name] = in_footprint | ((core_or & bit) != 0)
+    return flags
