@@ -31,8 +31,8 @@ def estimate_background(
 ) -> Background:
     """Background of ``image`` with the ``masked`` pixels (boolean) left out."""
     data = np.ascontiguousarray(image, dtype=np.float32)
-    if masked is not None and masked.any():
-        # sep treats masked pixels as absent; non-finite values there must not leak in.
+    if masked is not None and not np.isfinite(data[masked]).all():
+        # sep skips masked pixels, but non-finite values there (NO_DATA) must not leak in.
         data = np.where(masked, np.float32(0), data)
     bkg = sep.Background(
         data,

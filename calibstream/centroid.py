@@ -17,10 +17,13 @@ from dataclasses import dataclass
 import numpy as np
 import sep
 
-from .stamps import gather, stamp_indices
+from .stamps import gather, size_classes, stamp_indices
 
 #: The window is cut at this many window sigmas, as in SExtractor.
 WINDOW_EXTENT = 4.0
+#: Error stamps stop at this half-size: beyond it the window weight of any
+#: point source is nil, and huge windows (saturated stars) need no exact error.
+MAX_ERROR_HALF_SIZE = 32
 
 
 @dataclass(frozen=True)
@@ -50,13 +53,17 @@ def windowed_centroids(
     failed = ((flag & ~sep.APER_TRUNC) != 0) | ~np.isfinite(x) | ~np.isfinite(y)
     x = np.where(failed, x0, x)
     y = np.where(failed, y0, y)
-    x_err, y_err, cov = _errors(image, variance, invalid, x, y, sigma)
+    x_err, y_err, cov = (np.empty(len(x)) for _ in range(3))
+    half_sizes = np.minimum(WINDOW_EXTENT * sigma + 1, MAX_ERROR_HALF_SIZE)
+    for members, half in size_classes(half_sizes):
+        x_err[members], y_err[members], cov[members] = _errors(
+            image, variance, invalid, x[members], y[members], sigma[members], half
+        )
     bad_err = ~(np.isfinite(x_err) & np.isfinite(y_err))
     return Centroids(x, y, x_err, y_err, cov, failed | bad_err)
 
 
-def _errors(image, variance, invalid, x, y, sigma):
-    half = int(np.ceil(WINDOW_EXTENT * float(np.max(sigma)))) + 1
+def _errors(image, variance, invalid, x, y, sigma, half):
     ix = np.rint(x).astype(np.int64)
     iy = np.rint(y).astype(np.int64)
     rows, cols, inside = stamp_indices(image.shape, ix, iy, half)

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import CalibstreamError
+from .runtime import reuse_freed_memory
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -64,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    reuse_freed_memory()
     try:
         return int(args.func(args))
     except CalibstreamError as exc:

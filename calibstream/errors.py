@@ -79,3 +79,9 @@ class MeasurementError(CalibstreamError):
     """Detection or measurement could not proceed (e.g. nothing to measure on)."""
 
     kind = "measurement"
+
+
+class RefcatError(CalibstreamError):
+    """A reference catalog (input table or sharded store) does not follow the contract."""
+
+    kind = "refcat"

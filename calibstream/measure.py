@@ -66,7 +66,7 @@ def measure_sources(
     image = pixels.image
     err_kw = _err_kwargs(pixels.variance)
     xb, yb = obj["x"].astype(float), obj["y"].astype(float)
-    a, b, theta = obj["a"].astype(float), obj["b"].astype(float), obj["theta"].astype(float)
+    a, b, theta = _valid_ellipses(obj)
     invalid = pixels.invalid
     columns: dict[str, np.ndarray] = {"id": np.arange(1, n + 1, dtype=np.int64)}
     columns["parent"] = _parents(detections, n)
@@ -83,7 +83,7 @@ def measure_sources(
     )
     note(kflag)
     use_circle = kron_radius * np.sqrt(a * b) < config.kron_min_radius
-    kr_eff = np.where(np.isfinite(kron_radius), kron_radius, 0.0)
+    kr_eff = np.where(np.isfinite(kron_radius) & (kron_radius > 0), kron_radius, 1e-6)
     kflux, kerr, kfl = sep.sum_ellipse(
         image, xb, yb, a, b, theta, config.kron_factor * kr_eff, mask=invalid, subpix=1, **err_kw
     )
@@ -167,6 +167,15 @@ def measure_sources(
     )
     columns.update({f"flag_{name}": value for name, value in pixel_flags.items()})
     return columns
+
+
+def _valid_ellipses(obj: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """a, b, theta with degenerate footprints (a single pixel or a line) made tiny circles."""
+    a, b, theta = (obj[k].astype(float) for k in ("a", "b", "theta"))
+    good = np.isfinite(a) & np.isfinite(b) & np.isfinite(theta) & (b > 0) & (a >= b)
+    # sep's float32 theta can exceed pi/2 by a rounding step once widened; wrap it back.
+    theta = np.clip((theta + np.pi / 2) % np.pi - np.pi / 2, -np.pi / 2, np.pi / 2)
+    return np.where(good, a, 0.5), np.where(good, b, 0.5), np.where(good, theta, 0.0)
 
 
 def _err_kwargs(variance: np.ndarray | float) -> dict:

@@ -74,15 +74,14 @@ def measure_exposure(
         image[invalid] = 0.0  # no information there; keeps NaN under NO_DATA out of sums
     lap("background")
 
-    variance = (
-        exposure.variance if config.detection.noise == "variance" else background.global_rms**2
-    )
+    plane_variance = _writable_alias(exposure.variance)
+    variance = plane_variance if config.detection.noise == "variance" else background.global_rms**2
     detections = detect_sources(image, variance, invalid, exposure.psf.image, config.detection)
     lap("detect")
 
     pixels = PixelContext(
         image=image,
-        variance=exposure.variance,
+        variance=plane_variance,
         invalid=invalid,
         mask=mask,
         mask_planes=exposure.mask_planes,
@@ -105,6 +104,21 @@ def measure_exposure(
     columns["ra"], columns["dec"] = np.asarray(ra, float), np.asarray(dec, float)
     lap("icsrc")
     return Measurement(catalog=_ordered(columns), background=background, timings=timings)
+
+
+def _writable_alias(array: np.ndarray) -> np.ndarray:
+    """The same memory, flagged writable: sep's Cython signatures demand writable
+    buffers although sep never writes to them. Avoids copying a 64 MB plane."""
+    if array.flags.writeable:
+        return array
+    interface = dict(array.__array_interface__)
+    interface["data"] = (interface["data"][0], False)
+
+    class _Alias:
+        __array_interface__ = interface
+        owner = array  # keeps the memory alive as long as the alias
+
+    return np.asarray(_Alias())
 
 
 def apply_aperture_corrections(columns: dict[str, np.ndarray], exposure: Exposure) -> None:
@@ -151,9 +165,8 @@ def background_hdul(exposure: Exposure, background: Background) -> fits.HDUList:
     primary = fits.PrimaryHDU()
     for key, value, comment in provenance_cards(exposure):
         primary.header[key] = (value, comment)
-    image = fits.CompImageHDU(
-        background.image, name="BACKGROUND", compression_type="GZIP_2", quantize_level=0.0
-    )
+    # Full resolution and uncompressed: exactly what was subtracted, written fast.
+    image = fits.ImageHDU(background.image, name="BACKGROUND")
     image.header["BKGMESH"] = (background.mesh_size, "[px] mesh cell size")
     image.header["BKGFILT"] = (background.filter_size, "median filter over mesh cells")
     image.header["BKGLEVEL"] = (background.global_level, "global background level")

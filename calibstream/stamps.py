@@ -23,6 +23,18 @@ def stamp_indices(
     return np.broadcast_to(rows, inside.shape), np.broadcast_to(cols, inside.shape), inside
 
 
+def size_classes(half_sizes: np.ndarray, smallest: int = 4):
+    """Group sources by stamp half-size rounded up to a power of two: (indices, half) pairs.
+
+    Lets stamps follow each source's size with a handful of array operations
+    instead of one giant stamp size for all (or one loop turn per source).
+    """
+    half_sizes = np.maximum(np.asarray(half_sizes, dtype=float), smallest)
+    classes = smallest * 2 ** np.ceil(np.log2(half_sizes / smallest)).astype(int)
+    for half in np.unique(classes):
+        yield np.flatnonzero(classes == half), int(half)
+
+
 def gather(array: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     return array[rows, cols]
 
