@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import sep
 
+from .arrays import writable_alias
 from .config import BackgroundConfig
 
 
@@ -30,7 +31,7 @@ def estimate_background(
     image: np.ndarray, config: BackgroundConfig, masked: np.ndarray | None = None
 ) -> Background:
     """Background of ``image`` with the ``masked`` pixels (boolean) left out."""
-    data = np.ascontiguousarray(image, dtype=np.float32)
+    data = writable_alias(np.ascontiguousarray(image, dtype=np.float32))
     if masked is not None and not np.isfinite(data[masked]).all():
         # sep skips masked pixels, but non-finite values there (NO_DATA) must not leak in.
         data = np.where(masked, np.float32(0), data)

@@ -17,6 +17,7 @@ from astropy.io import fits
 
 from . import __version__
 from .apcorr import apply_apcorr
+from .arrays import writable_alias
 from .background import Background, estimate_background
 from .config import Config
 from .detect import detect_sources
@@ -74,7 +75,7 @@ def measure_exposure(
         image[invalid] = 0.0  # no information there; keeps NaN under NO_DATA out of sums
     lap("background")
 
-    plane_variance = _writable_alias(exposure.variance)
+    plane_variance = writable_alias(exposure.variance)
     variance = plane_variance if config.detection.noise == "variance" else background.global_rms**2
     detections = detect_sources(image, variance, invalid, exposure.psf.image, config.detection)
     lap("detect")
@@ -104,21 +105,6 @@ def measure_exposure(
     columns["ra"], columns["dec"] = np.asarray(ra, float), np.asarray(dec, float)
     lap("icsrc")
     return Measurement(catalog=_ordered(columns), background=background, timings=timings)
-
-
-def _writable_alias(array: np.ndarray) -> np.ndarray:
-    """The same memory, flagged writable: sep's Cython signatures demand writable
-    buffers although sep never writes to them. Avoids copying a 64 MB plane."""
-    if array.flags.writeable:
-        return array
-    interface = dict(array.__array_interface__)
-    interface["data"] = (interface["data"][0], False)
-
-    class _Alias:
-        __array_interface__ = interface
-        owner = array  # keeps the memory alive as long as the alias
-
-    return np.asarray(_Alias())
 
 
 def apply_aperture_corrections(columns: dict[str, np.ndarray], exposure: Exposure) -> None:
