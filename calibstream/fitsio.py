@@ -7,6 +7,7 @@ goes into a header, so the same inputs always give the same bytes.
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from collections.abc import Mapping
@@ -14,6 +15,9 @@ from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
+
+#: astropy stamps checksum comments with the time by default: not byte-identical.
+CHECKSUM_COMMENT = "calibstream"
 
 
 def atomic_write_bytes(data: bytes, path: Path) -> None:
@@ -31,10 +35,11 @@ def atomic_write_bytes(data: bytes, path: Path) -> None:
 
 
 def hdulist_bytes(hdul: fits.HDUList) -> bytes:
-    import io
-
+    """The file's bytes, with CHECKSUM/DATASUM cards whose comments carry no timestamp."""
     buffer = io.BytesIO()
-    hdul.writeto(buffer, checksum=True)
+    for hdu in hdul:
+        hdu.add_checksum(when=CHECKSUM_COMMENT)
+    hdul.writeto(buffer, checksum=False)
     return buffer.getvalue()
 
 

@@ -75,3 +75,24 @@ def test_configuration_rejects_unknown_keys_and_reads_tuples():
     assert config.measurement.aperture_radii == (2, 4)
     with pytest.raises(ConfigError, match="thresold"):
         config_from_dict({"detection": {"thresold": 4.0}})
+
+
+def test_fits_bytes_do_not_depend_on_the_clock_and_checksums_verify(tmp_path):
+    import time
+    import warnings
+
+    from astropy.io import fits
+
+    from calibstream.fitsio import hdulist_bytes, table_hdu
+
+    def make():
+        return fits.HDUList([fits.PrimaryHDU(), table_hdu({"a": np.arange(5.0)}, "T")])
+
+    first = hdulist_bytes(make())
+    time.sleep(1.1)  # astropy's default checksum comment is a timestamp to the second
+    assert hdulist_bytes(make()) == first
+    (tmp_path / "t.fits").write_bytes(first)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a checksum mismatch is a warning in astropy
+        with fits.open(tmp_path / "t.fits", checksum=True) as hdul:
+            assert hdul["T"].header["CHECKSUM"]
