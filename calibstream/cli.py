@@ -30,6 +30,40 @@ def _measure(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ingest(args: argparse.Namespace) -> int:
+    from .refcat import ingest_refcat
+
+    report = ingest_refcat([Path(p) for p in args.catalogs], Path(args.out), nside=args.nside)
+    print(
+        f"{report.rows} rows from {len(report.sources)} file(s) -> {report.shards} shards "
+        f"(nside {report.nside}, bands {', '.join(report.bands) or 'none'}) in {report.store}, "
+        f"{report.seconds:.1f} s"
+    )
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .batch import calibrate_file
+    from .config import load_config
+
+    config = load_config(args.config)
+    photometry = Path(args.photometry_refcat) if args.photometry_refcat else None
+    failed = 0
+    bar = tqdm(args.exposures, unit="exposure", disable=None)
+    for path in bar:
+        outcome = calibrate_file(Path(path), Path(args.refcat), Path(args.out), config, photometry)
+        bar.write(
+            f"{path}: {outcome.status} -> {outcome.folder}"
+            + (f" ({outcome.reason})" if outcome.reason else "")
+        )
+        failed += outcome.status != "ok"
+    if failed:
+        print(f"{failed} of {len(args.exposures)} exposures failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -54,6 +88,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder for src.fits and background.fits")
     p.add_argument("--config", default=None, help="TOML configuration file")
     p.set_defaults(func=_measure)
+
+    p = sub.add_parser("ingest-refcat", help="shard reference catalogs (FITS, Parquet, CSV)")
+    p.add_argument("catalogs", nargs="+")
+    p.add_argument("--out", required=True, help="the store folder")
+    p.add_argument("--nside", type=int, default=32, help="HEALPix nside of the shards")
+    p.set_defaults(func=_ingest)
+
+    p = sub.add_parser("calibrate", help="the whole chain for each exposure, in one process")
+    p.add_argument("exposures", nargs="+")
+    p.add_argument(
+        "--refcat",
+        required=True,
+        help="reference store (astrometry, and photometry unless --photometry-refcat is given)",
+    )
+    p.add_argument("--photometry-refcat", default=None, help="a separate photometric store")
+    p.add_argument("--out", required=True, help="output root: ROOT/exposures/<EXPID>/")
+    p.add_argument("--config", default=None, help="TOML configuration file")
+    p.set_defaults(func=_calibrate)
 
     p = sub.add_parser("demo", help="simulate an exposure and measure it (the embedded default)")
     p.add_argument("--out", default="demo-output")

@@ -14,7 +14,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal
 
 from .errors import ConfigError
@@ -68,10 +70,164 @@ class MeasurementConfig:
 
 
 @dataclass(frozen=True)
+class PhotometryConfig:
+    """Photometric zero-point fit (``calibstream.photocal``)."""
+
+    min_snr: float = 20.0  # psf_flux / psf_flux_err of a calibration star
+    #: Largest reference error (mag) of a calibration star: the error of the
+    #: colour-term-corrected reference magnitude (primary and secondary propagated).
+    max_mag_err: float = 0.05
+    clip_sigma: float = 3.0  # clip at this many robust (MAD) sigmas of normalised residuals
+    clip_iterations: int = 5
+    #: Fraction of the calibration stars held out of the fit (chosen from the
+    #: exposure id, so a replay reserves the same stars), to judge the fit.
+    reserve_fraction: float = 0.1
+    min_stars: int = 5  # fewer stars left to fit: PhotometryError
+    #: Catalog flags that disqualify a calibration star.
+    reject_flags: tuple[str, ...] = (
+        "flag_edge",
+        "flag_saturated",
+        "flag_bad",
+        "flag_cr",
+        "flag_interpolated",
+        "flag_nodata",
+        "flag_suspect",
+        "flag_deblended",
+        "flag_bad_centroid",
+        "flag_psf_flux",
+    )
+    #: Unresolved test: this aperture flux against psf_flux. A source is
+    #: resolved when ap/psf - 1 exceeds both ``max_extendedness`` and
+    #: ``extendedness_nsigma`` of its error. The ratio expected for a point
+    #: source is 1 when the catalog has ``<flux>_apcorr`` (both fluxes total),
+    #: otherwise the median over ``calib_psf_used`` stars. "" disables the test.
+    extendedness_flux: str = "ap_flux_12"
+    max_extendedness: float = 0.02
+    extendedness_nsigma: float = 3.0
+    #: Another detection closer than this many PSF FWHM spoils a PSF flux. 0 disables.
+    isolation_fwhm: float = 2.0
+
+    def __post_init__(self) -> None:
+        checks = {
+            "min_snr": self.min_snr >= 0,
+            "max_mag_err": self.max_mag_err > 0,
+            "clip_sigma": self.clip_sigma > 0,
+            "clip_iterations": self.clip_iterations >= 0,
+            "reserve_fraction": 0.0 <= self.reserve_fraction < 1.0,
+            "min_stars": self.min_stars >= 2,
+            "max_extendedness": self.max_extendedness >= 0,
+            "extendedness_nsigma": self.extendedness_nsigma >= 0,
+            "isolation_fwhm": self.isolation_fwhm >= 0,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                value = getattr(self, name)
+                raise ConfigError(f"invalid value {value!r}", where=f"photometry.{name}")
+
+
+@dataclass(frozen=True)
+class ColorTerm:
+    """Reference to instrument magnitude: m = p + c0 + c1 (p - s) + c2 (p - s)², p/s = bands."""
+
+    primary: str
+    secondary: str
+    c0: float = 0.0
+    c1: float = 0.0
+    c2: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("primary", "secondary"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ConfigError("must be a band name (a string)", where=f"colorterms.{name}")
+        for name in ("c0", "c1", "c2"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"must be a number, got {value!r}", where=f"colorterms.{name}")
+            object.__setattr__(self, name, float(value))
+
+    @property
+    def coefficients(self) -> tuple[float, float, float]:
+        return (self.c0, self.c1, self.c2)
+
+
+#: Colour terms per instrument band against a PS1-like catalog. Identity
+#: except r, which is the simulated camera's (``simulate.SimConfig.colorterm``);
+#: set ``[colorterms.<band>]`` for a real instrument.
+DEFAULT_COLORTERMS: Mapping[str, ColorTerm] = MappingProxyType(
+    {
+        "g": ColorTerm("g", "r"),
+        "r": ColorTerm("r", "i", c1=0.04),
+        "i": ColorTerm("i", "z"),
+        "z": ColorTerm("z", "i"),
+    }
+)
+
+
+@dataclass(frozen=True)
+class AstrometryConfig:
+    """Astrometric fit: pattern matching to the reference stars, then a TAN-SIP fit."""
+
+    sip_order: int = 3  # total order of the pixel → sky polynomial (A_ORDER = B_ORDER)
+    #: Search range of the first-guess WCS's errors: shift of the chip centre,
+    #: rotation and relative scale error.
+    max_offset_arcsec: float = 90.0
+    max_rotation_deg: float = 3.0
+    max_scale_error: float = 0.03
+    #: Re-matching radius after the pattern solution; it shrinks over the
+    #: iterations (never below a few times the scatter of the matches).
+    match_radius_arcsec: float = 1.0
+    n_bright: int = 60  # brightest sources used for pattern matching (refs: 2× per unit area)
+    rejection_sigma: float = 3.0  # outliers beyond this many robust σ of the normalised residual
+    iterations: int = 4  # TAN-SIP fits, each followed by a re-match but the last
+    min_matches: int = 10  # fewer reference stars in the footprint, or matches: a failure
+    max_rms_mas: float = 200.0  # a fit whose ASTRMS exceeds this is a failure
+    #: Use the first guess's SIP distortion (plus a fitted affine map) instead of
+    #: the full polynomial when the matches do not support the full fit (too
+    #: few for its coefficients, or no significant improvement: F-test at 1 %).
+    first_guess_distortion: bool = True
+
+    def __post_init__(self) -> None:
+        checks = {
+            "sip_order": 1 <= self.sip_order <= 9,
+            "max_offset_arcsec": self.max_offset_arcsec > 0,
+            "max_rotation_deg": 0 < self.max_rotation_deg <= 45,
+            "max_scale_error": 0 < self.max_scale_error < 0.5,
+            "match_radius_arcsec": self.match_radius_arcsec > 0,
+            "n_bright": self.n_bright >= 5,
+            "rejection_sigma": self.rejection_sigma > 0,
+            "iterations": self.iterations >= 1,
+            "min_matches": self.min_matches >= 3,
+            "max_rms_mas": self.max_rms_mas > 0,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                value = getattr(self, name)
+                raise ConfigError(f"invalid value {value!r}", where=f"astrometry.{name}")
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    """Reference loading and the final source-to-reference matches."""
+
+    #: Reference stars are loaded this far beyond the first-guess footprint, so
+    #: that a first guess off by up to a minute of arc still finds its stars.
+    footprint_margin_deg: float = 0.03
+    #: After the astrometric fit, sources and references this close are matched
+    #: (matches.fits and the photometric calibration).
+    match_radius_arcsec: float = 0.5
+
+
+@dataclass(frozen=True)
 class Config:
     background: BackgroundConfig = field(default_factory=BackgroundConfig)
     detection: DetectionConfig = field(default_factory=DetectionConfig)
     measurement: MeasurementConfig = field(default_factory=MeasurementConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    astrometry: AstrometryConfig = field(default_factory=AstrometryConfig)
+    photometry: PhotometryConfig = field(default_factory=PhotometryConfig)
+    #: Instrument band -> colour term; a ``[colorterms.<band>]`` table replaces
+    #: the keys it gives of that band (a new band must give primary and secondary).
+    colorterms: Mapping[str, ColorTerm] = field(default_factory=lambda: DEFAULT_COLORTERMS)
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:
@@ -103,11 +259,38 @@ def _build(cls: type, data: dict[str, Any], prefix: str):
         where = f"{prefix}.{name}" if prefix else name
         if dataclasses.is_dataclass(default):
             kwargs[name] = _build(type(default), value, where)
+        elif isinstance(default, Mapping):
+            kwargs[name] = _build_mapping(default, value, where)
         elif isinstance(default, tuple):
             kwargs[name] = _tuple(value)
         else:
             kwargs[name] = value
     return cls(**kwargs)
+
+
+def _build_mapping(default: Mapping[str, Any], data: Any, prefix: str) -> Mapping[str, Any]:
+    """A mapping of dataclasses (e.g. colorterms): each table updates or adds one entry."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"[{prefix}] must be a table", where=prefix)
+    kind = type(next(iter(default.values())))
+    merged = dict(default)
+    for key, table in data.items():
+        where = f"{prefix}.{key}"
+        if not isinstance(table, dict):
+            raise ConfigError(f"[{where}] must be a table", where=where)
+        known = {f.name for f in dataclasses.fields(kind)}
+        unknown = set(table) - known
+        if unknown:
+            raise ConfigError(f"unknown keys {sorted(unknown)}", where=where)
+        try:
+            base = merged.get(key)
+            merged[key] = dataclasses.replace(base, **table) if base else kind(**table)
+        except TypeError as exc:
+            raise ConfigError(f"incomplete table ({exc})", where=where) from exc
+        except ConfigError as exc:
+            field_name = (exc.where or "").rsplit(".", 1)[-1]
+            raise ConfigError(exc.reason, where=f"{where}.{field_name}") from exc
+    return MappingProxyType(merged)
 
 
 def _tuple(value: Any) -> tuple:

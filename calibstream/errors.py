@@ -85,3 +85,21 @@ class RefcatError(CalibstreamError):
     """A reference catalog (input table or sharded store) does not follow the contract."""
 
     kind = "refcat"
+
+
+class PhotometryError(CalibstreamError):
+    """The photometric zero-point cannot be fitted (e.g. too few calibration stars)."""
+
+    kind = "photometry"
+
+
+class AstrometryError(CalibstreamError):
+    """The astrometric fit failed: too few reference stars, no pattern solution, a bad fit."""
+
+    kind = "astrometry"
+
+
+class CalibrationError(CalibstreamError):
+    """Calibration cannot proceed (e.g. no reference stars in the footprint, no colour term)."""
+
+    kind = "calibration"

@@ -1,0 +1,65 @@
+"""``calibstream calibrate``: the whole chain for each exposure file, in one process.
+
+Every exposure ends as a complete folder or as a failure summary with its
+reason; one bad exposure never stops the others.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from astropy.io import fits
+
+from .calibrate import calibrate_exposure
+from .config import Config
+from .errors import CalibstreamError
+from .exposure import read_exposure
+from .outputs import write_calibration, write_failure
+from .refcat import ShardCache
+
+
+@dataclass(frozen=True)
+class Outcome:
+    path: Path
+    expid: int | str
+    status: str  # "ok" or "failed"
+    folder: Path
+    reason: str = ""
+    summary: dict | None = None
+
+
+def calibrate_file(
+    path: Path,
+    refcat: Path,
+    root: Path,
+    config: Config,
+    photometry_refcat: Path | None = None,
+    cache: ShardCache | None = None,
+) -> Outcome:
+    """Calibrate one file and persist the result (or the failure)."""
+    stage = "read"
+    metadata = None
+    try:
+        exposure = read_exposure(path)
+        metadata = exposure.metadata
+        stage = "calibrate"
+        calibration = calibrate_exposure(exposure, refcat, config, photometry_refcat, cache)
+        folder = write_calibration(calibration, root)
+        return Outcome(path, metadata.expid, "ok", folder)
+    except CalibstreamError as exc:
+        expid = metadata.expid if metadata is not None else expid_of_unreadable(path)
+        stage = stage if stage == "read" else exc.kind
+        folder = write_failure(
+            root, expid, stage, exc.kind, str(exc), metadata, {"input": str(path)}
+        )
+        return Outcome(path, expid, "failed", folder, str(exc))
+
+
+def expid_of_unreadable(path: Path) -> int | str:
+    """The EXPID of a file that failed to read, if its primary header survives; else its name."""
+    try:
+        with fits.open(path) as hdul:
+            return int(hdul[0].header["EXPID"])
+    except Exception:
+        return path.stem

@@ -1,0 +1,238 @@
+"""The whole of CalibrateTask for one exposure, in one process.
+
+detect and measure → reference stars in the footprint, moved to the epoch →
+astrometric fit (TAN-SIP) → sky positions → match → photometric zero-point →
+calibrated magnitudes. Pure: an exposure, reference catalogs and a
+configuration in; a :class:`Calibration` out. Writing is ``outputs``' job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from .astrometry import AstrometryResult, fit_astrometry
+from .config import Config
+from .errors import CalibrationError
+from .exposure import Exposure
+from .photocal import (
+    PhotoCalResult,
+    calibrated_magnitudes,
+    fit_zeropoint,
+    select_calibration_stars,
+)
+from .pipeline import Measurement, measure_exposure
+from .refcat import RefCatalog, ShardCache, footprint_circle, load_refcat, propagate_to_epoch
+
+#: Flags that disqualify a source from the astrometric fit.
+ASTROMETRY_REJECT = (
+    "flag_edge",
+    "flag_saturated",
+    "flag_bad_centroid",
+    "flag_bad",
+    "flag_cr",
+    "flag_nodata",
+)
+
+
+@dataclass(frozen=True)
+class Matches:
+    """Each source paired with its nearest reference star (after the astrometric fit)."""
+
+    source: np.ndarray  # row in the source catalog
+    ref: np.ndarray  # row in the reference catalog
+    distance_mas: np.ndarray
+
+
+@dataclass(frozen=True)
+class Calibration:
+    exposure: Exposure
+    measurement: Measurement
+    refs: RefCatalog  # astrometric references at the exposure epoch
+    phot_refs: RefCatalog
+    astrometry: AstrometryResult
+    matches: Matches
+    phot_matches: Matches
+    photometry: PhotoCalResult
+    catalog: dict[str, np.ndarray]  # the final src catalog
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def load_references(
+    store: Path, exposure: Exposure, margin_deg: float, cache: ShardCache | None = None
+) -> RefCatalog:
+    """Reference rows covering the exposure, at its epoch."""
+    ra, dec, radius = footprint_circle(exposure.wcs, exposure.shape, margin_deg)
+    refs = load_refcat(store, ra, dec, radius, shard_cache=cache)
+    if len(refs) == 0:
+        raise CalibrationError(
+            f"no reference stars within {radius:.3f} deg of ({ra:.5f}, {dec:.5f}) in {store}",
+            where="refcat",
+        )
+    return propagate_to_epoch(refs, exposure.metadata.mjd_obs)
+
+
+def calibrate_exposure(
+    exposure: Exposure,
+    astrometry_store: Path,
+    config: Config,
+    photometry_store: Path | None = None,
+    cache: ShardCache | None = None,
+    clock: Callable[[], float] | None = None,
+) -> Calibration:
+    """Calibrate one exposure against its reference catalog(s)."""
+    import time
+
+    clock = clock or time.perf_counter
+    timings: dict[str, float] = {}
+    start = clock()
+    measurement = measure_exposure(exposure, config)
+    timings.update(measurement.timings)
+    start = clock()
+
+    cal = config.calibration
+    refs = load_references(astrometry_store, exposure, cal.footprint_margin_deg, cache)
+    phot_refs = (
+        refs
+        if photometry_store is None
+        else load_references(photometry_store, exposure, cal.footprint_margin_deg, cache)
+    )
+    timings["refcat"] = clock() - start
+    start = clock()
+
+    catalog = dict(measurement.catalog)
+    astrometry = fit_sources(catalog, refs, exposure, config)
+    ra, dec = astrometry.wcs.all_pix2world(catalog["x"], catalog["y"], 0)
+    catalog["ra"], catalog["dec"] = np.asarray(ra, float), np.asarray(dec, float)
+    used = np.zeros(len(catalog["id"]), dtype=bool)
+    used[astrometry.source_index] = True
+    catalog["calib_astrometry_used"] = used
+    matches = match_to_references(catalog["ra"], catalog["dec"], refs, cal.match_radius_arcsec)
+    timings["astrometry"] = clock() - start
+    start = clock()
+
+    phot_matches = (
+        matches
+        if phot_refs is refs
+        else match_to_references(catalog["ra"], catalog["dec"], phot_refs, cal.match_radius_arcsec)
+    )
+    photometry = fit_photometry(catalog, phot_refs, phot_matches, exposure, config)
+    timings["photometry"] = clock() - start
+    return Calibration(
+        exposure=exposure,
+        measurement=measurement,
+        refs=refs,
+        phot_refs=phot_refs,
+        astrometry=astrometry,
+        matches=matches,
+        phot_matches=phot_matches,
+        photometry=photometry,
+        catalog=catalog,
+        timings=timings,
+    )
+
+
+def fit_sources(
+    catalog: dict[str, np.ndarray], refs: RefCatalog, exposure: Exposure, config: Config
+) -> AstrometryResult:
+    """The astrometric fit on the sources fit for it; indices refer to the whole catalog."""
+    good = np.isfinite(catalog["x_err"]) & np.isfinite(catalog["y_err"]) & (catalog["x_err"] > 0)
+    good &= np.isfinite(catalog["psf_flux"])
+    for flag in ASTROMETRY_REJECT:
+        good &= ~catalog[flag]
+    rows = np.flatnonzero(good)
+    ref_err = np.hypot(np.nan_to_num(refs.ra_err, nan=10.0), np.nan_to_num(refs.dec_err, nan=10.0))
+    result = fit_astrometry(
+        catalog["x"][rows],
+        catalog["y"][rows],
+        catalog["x_err"][rows],
+        catalog["y_err"][rows],
+        catalog["psf_flux"][rows],
+        refs.ra,
+        refs.dec,
+        ref_err / np.sqrt(2),
+        exposure.wcs,
+        exposure.shape,
+        config.astrometry,
+    )
+    import dataclasses
+
+    used = np.zeros(len(catalog["id"]), dtype=bool)
+    used[rows[result.source_index]] = True
+    return dataclasses.replace(result, source_index=rows[result.source_index], used=used)
+
+
+def match_to_references(
+    ra: np.ndarray, dec: np.ndarray, refs: RefCatalog, radius_arcsec: float
+) -> Matches:
+    """Nearest reference within ``radius_arcsec`` of each source; each reference used once."""
+    source_xyz = _unit_vectors(ra, dec)
+    ref_xyz = _unit_vectors(refs.ra, refs.dec)
+    chord = 2 * np.sin(np.radians(radius_arcsec / 3600) / 2)
+    distance, nearest = cKDTree(ref_xyz).query(source_xyz, distance_upper_bound=chord)
+    hit = np.flatnonzero(np.isfinite(distance))
+    hit = hit[np.argsort(distance[hit], kind="stable")]
+    _, first = np.unique(nearest[hit], return_index=True)
+    sources = np.sort(hit[first])
+    angle = 2 * np.arcsin(np.clip(distance[sources] / 2, 0, 1))
+    return Matches(source=sources, ref=nearest[sources], distance_mas=np.degrees(angle) * 3.6e6)
+
+
+def _unit_vectors(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+    ra, dec = np.radians(ra), np.radians(dec)
+    return np.column_stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)])
+
+
+def fit_photometry(
+    catalog: dict[str, np.ndarray],
+    refs: RefCatalog,
+    matches: Matches,
+    exposure: Exposure,
+    config: Config,
+) -> PhotoCalResult:
+    """Zero-point from matched clean stars; adds calibrated magnitudes and flags to ``catalog``."""
+    meta = exposure.metadata
+    if meta.band not in config.colorterms:
+        raise CalibrationError(
+            f"no colour term configured for band {meta.band!r}", where="colorterms"
+        )
+    colorterm = config.colorterms[meta.band]
+    for band in (colorterm.primary, colorterm.secondary):
+        if band not in refs.bands:
+            raise CalibrationError(
+                f"the photometric catalog has no {band}_mag column", where=f"{band}_mag"
+            )
+    rows, ref_rows = matches.source, matches.ref
+    primary, primary_err = (a[ref_rows] for a in refs.bands[colorterm.primary])
+    secondary, secondary_err = (a[ref_rows] for a in refs.bands[colorterm.secondary])
+    candidate = select_calibration_stars(catalog, exposure.psf.fwhm, config.photometry)[rows]
+    candidate &= np.isfinite(primary) & np.isfinite(secondary)
+    result = fit_zeropoint(
+        catalog["psf_flux"][rows],
+        catalog["psf_flux_err"][rows],
+        meta.exptime,
+        primary,
+        primary_err,
+        secondary,
+        secondary_err,
+        colorterm,
+        candidate,
+        meta.expid,
+        config.photometry,
+    )
+    n = len(catalog["id"])
+    for name, per_match in (
+        ("calib_photometry_used", result.used),
+        ("calib_photometry_reserved", result.reserved),
+    ):
+        column = np.zeros(n, dtype=bool)
+        column[rows] = per_match
+        catalog[name] = column
+    catalog["psf_mag"], catalog["psf_mag_err"] = calibrated_magnitudes(
+        catalog["psf_flux"], catalog["psf_flux_err"], meta.exptime, result
+    )
+    return result

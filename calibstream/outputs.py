@@ -1,0 +1,216 @@
+"""The persisted outputs of ``shared/contracts/outputs.md``, one folder per exposure.
+
+``<root>/exposures/<EXPID>/`` holds calexp.fits, src.fits, matches.fits,
+background.fits and summary.json, or only summary.json for a failure. A folder
+is built beside its destination and swapped in with renames, so it is
+complete or absent; nothing time-dependent is written, so the same inputs give
+the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+from . import __version__
+from .calibrate import Calibration
+from .exposure import Metadata
+from .fitsio import hdulist_bytes, table_hdu
+from .pipeline import background_hdul
+
+SUMMARY = "summary.json"
+
+
+def exposure_dir(root: Path, expid: int | str) -> Path:
+    return Path(root) / "exposures" / str(expid)
+
+
+def metadata_cards(meta: Metadata) -> list[tuple[str, object, str]]:
+    return [
+        ("EXPID", meta.expid, "exposure id"),
+        ("VISIT", meta.visit, "visit"),
+        ("DETECTOR", meta.detector, "detector"),
+        ("BAND", meta.band, "band"),
+        ("MJD-OBS", meta.mjd_obs, "mid-exposure MJD (TAI)"),
+        ("EXPTIME", meta.exptime, "[s] exposure time"),
+        ("CSVERS", __version__, "calibstream version"),
+    ]
+
+
+def calexp_header(calibration: Calibration) -> fits.Header:
+    """Fitted WCS, photometric calibration and metadata, as the contract names them."""
+    header = fits.Header()
+    for key, value, comment in metadata_cards(calibration.exposure.metadata):
+        header[key] = (value, comment)
+    header.extend(calibration.astrometry.wcs.to_header(relax=True), update=True)
+    astrometry, photometry = calibration.astrometry, calibration.photometry
+    cards = [
+        ("ASTRMS", float(astrometry.rms_mas), "[mas] scatter of astrometric matches"),
+        ("ASTNMATCH", int(astrometry.n_matches), "astrometric matches used"),
+        ("MAGZERO", float(photometry.magzero), "mag of 1 e-/s (psf_flux/EXPTIME)"),
+        ("MAGZERO_ERR", float(photometry.magzero_err), "uncertainty of MAGZERO"),
+        ("MAGZERO_RMS", float(photometry.magzero_rms), "scatter of the stars used"),
+        ("MAGZERO_NOBJ", int(photometry.nobj), "stars used for MAGZERO"),
+    ]
+    cards += [
+        (f"COLORTERM{i + 1}", float(c), f"colour term c{i}")
+        for i, c in enumerate(photometry.colorterm)
+    ]
+    for key, value, comment in cards:
+        header[f"HIERARCH {key}" if len(key) > 8 else key] = (value, comment)
+    return header
+
+
+def summary_of(calibration: Calibration) -> dict:
+    header = calexp_header(calibration)
+    return {
+        "status": "ok",
+        **_metadata_json(calibration.exposure.metadata),
+        "n_sources": len(calibration.catalog["id"]),
+        "reserved_rms": _finite(calibration.photometry.reserved_rms),
+        "header": {key: header[key] for key in header},
+    }
+
+
+def _metadata_json(meta: Metadata) -> dict:
+    return {
+        "expid": meta.expid,
+        "visit": meta.visit,
+        "detector": meta.detector,
+        "band": meta.band,
+        "mjd_obs": meta.mjd_obs,
+        "exptime": meta.exptime,
+        "software_version": __version__,
+    }
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def matches_columns(calibration: Calibration) -> dict[str, np.ndarray]:
+    """One row per source matched to a reference star (astrometric catalog)."""
+    m, cat, refs = calibration.matches, calibration.catalog, calibration.refs
+    columns = {
+        "src_id": cat["id"][m.source],
+        "ref_id": refs.id[m.ref],
+        "src_ra": cat["ra"][m.source],
+        "src_dec": cat["dec"][m.source],
+        "ref_ra": refs.ra[m.ref],
+        "ref_dec": refs.dec[m.ref],
+        "distance_mas": m.distance_mas,
+        "x": cat["x"][m.source],
+        "y": cat["y"][m.source],
+        "psf_flux": cat["psf_flux"][m.source],
+        "psf_mag": cat["psf_mag"][m.source],
+    }
+    for band, (mag, err) in sorted(refs.bands.items()):
+        columns[f"ref_{band}_mag"] = mag[m.ref]
+        columns[f"ref_{band}_mag_err"] = err[m.ref]
+    for flag in ("calib_astrometry_used", "calib_photometry_used", "calib_photometry_reserved"):
+        columns[flag] = cat[flag][m.source]
+    return columns
+
+
+def write_calibration(calibration: Calibration, root: Path) -> Path:
+    """Persist a calibrated exposure; returns its folder."""
+    meta = calibration.exposure.metadata
+    primary_cards = metadata_cards(meta)
+
+    def with_primary(*hdus: fits.hdu.base.ExtensionHDU) -> fits.HDUList:
+        primary = fits.PrimaryHDU()
+        for key, value, comment in primary_cards:
+            primary.header[key] = (value, comment)
+        return fits.HDUList([primary, *hdus])
+
+    files = {
+        "calexp.fits": hdulist_bytes(
+            fits.HDUList([fits.PrimaryHDU(header=calexp_header(calibration))])
+        ),
+        "src.fits": hdulist_bytes(with_primary(table_hdu(calibration.catalog, "SRC"))),
+        "matches.fits": hdulist_bytes(
+            with_primary(table_hdu(matches_columns(calibration), "MATCHES"))
+        ),
+        "background.fits": hdulist_bytes(
+            background_hdul(calibration.exposure, calibration.measurement.background)
+        ),
+        SUMMARY: _json_bytes(summary_of(calibration)),
+    }
+    return publish_folder(exposure_dir(root, meta.expid), files)
+
+
+def write_failure(
+    root: Path,
+    expid: int | str,
+    stage: str,
+    kind: str,
+    reason: str,
+    metadata: Metadata | None = None,
+    extra: Mapping[str, object] | None = None,
+) -> Path:
+    """A failed exposure: only summary.json, with its status and a readable reason.
+
+    A complete calibration already persisted for this EXPID is kept: a failure
+    (say, a later broken copy of the file) never replaces good results.
+    """
+    folder = exposure_dir(root, expid)
+    if _status(folder) == "ok":
+        return folder
+    summary = {"status": "failed", "expid": expid, "stage": stage, "error": kind, "reason": reason}
+    if metadata is not None:
+        summary.update(_metadata_json(metadata))
+    summary.update(extra or {})
+    return publish_folder(exposure_dir(root, expid), {SUMMARY: _json_bytes(summary)})
+
+
+def _status(folder: Path) -> str | None:
+    try:
+        return json.loads((folder / SUMMARY).read_text()).get("status")
+    except (OSError, ValueError):
+        return None
+
+
+def _json_bytes(data: Mapping[str, object]) -> bytes:
+    return (json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
+
+
+def publish_folder(target: Path, files: Mapping[str, bytes]) -> Path:
+    """Write ``files`` into a folder beside ``target`` and swap it in with renames.
+
+    Readers see the old complete folder, no folder, or the new complete one.
+    A folder already holding exactly these bytes is left untouched.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if _same_contents(target, files):
+        return target
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.new-"))
+    try:
+        for name, data in files.items():
+            with open(staging / name, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        old = None
+        if target.exists():
+            old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
+            os.rename(target, old / "previous")
+        os.rename(staging, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def _same_contents(folder: Path, files: Mapping[str, bytes]) -> bool:
+    if not folder.is_dir() or sorted(p.name for p in folder.iterdir()) != sorted(files):
+        return False
+    return all((folder / name).read_bytes() == data for name, data in files.items())
