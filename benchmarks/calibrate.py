@@ -38,6 +38,7 @@ import numpy as np  # noqa: E402
 from astropy.io import fits  # noqa: E402
 from astropy.table import Table  # noqa: E402
 from astropy.wcs import WCS, FITSFixedWarning  # noqa: E402
+from measure import gaussian_filter_file  # noqa: E402  (benchmarks/measure.py, beside this script)
 
 from calibstream.calibrate import calibrate_exposure  # noqa: E402
 from calibstream.config import Config  # noqa: E402
@@ -256,17 +257,6 @@ def run_scamp(exe: str, work: Path) -> tuple[float, str]:
     if done.returncode != 0 or not (work / "se.head").is_file():
         raise RuntimeError(f"scamp failed (exit {done.returncode}):\n{log}")
     return seconds, log
-
-
-def gaussian_filter_file(fwhm: float, path: Path) -> None:
-    """A SExtractor .conv file: a Gaussian of the PSF's FWHM on a (2k+1)² grid."""
-    half = max(1, int(np.ceil(fwhm)))
-    grid = np.arange(-half, half + 1)
-    sigma = fwhm / 2.3548
-    kernel = np.exp(-(grid[:, None] ** 2 + grid[None, :] ** 2) / (2 * sigma**2))
-    lines = [f"CONV NORM\n# Gaussian, FWHM {fwhm:.2f} px"]
-    lines += [" ".join(f"{v:.6f}" for v in row) for row in kernel]
-    path.write_text("\n".join(lines) + "\n")
 
 
 # ---------------------------------------------------------------- calibstream

@@ -23,25 +23,13 @@ from . import __version__
 from .calibrate import Calibration
 from .exposure import Metadata
 from .fitsio import hdulist_bytes, table_hdu
-from .pipeline import background_hdul
+from .pipeline import background_hdul, metadata_cards
 
 SUMMARY = "summary.json"
 
 
 def exposure_dir(root: Path, expid: int | str) -> Path:
     return Path(root) / "exposures" / str(expid)
-
-
-def metadata_cards(meta: Metadata) -> list[tuple[str, object, str]]:
-    return [
-        ("EXPID", meta.expid, "exposure id"),
-        ("VISIT", meta.visit, "visit"),
-        ("DETECTOR", meta.detector, "detector"),
-        ("BAND", meta.band, "band"),
-        ("MJD-OBS", meta.mjd_obs, "mid-exposure MJD (TAI)"),
-        ("EXPTIME", meta.exptime, "[s] exposure time"),
-        ("CSVERS", __version__, "calibstream version"),
-    ]
 
 
 def calexp_header(calibration: Calibration) -> fits.Header:

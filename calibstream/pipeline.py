@@ -21,7 +21,7 @@ from .arrays import writable_alias
 from .background import Background, estimate_background
 from .config import Config
 from .detect import detect_sources
-from .exposure import Exposure, read_exposure
+from .exposure import Exposure, Metadata, read_exposure
 from .fitsio import atomic_write_bytes, hdulist_bytes, table_hdu
 from .icsrc import copy_icsrc_flags
 from .measure import PixelContext, measure_sources
@@ -127,8 +127,8 @@ def _ordered(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 # ---------------------------------------------------------------- outputs
 
 
-def provenance_cards(exposure: Exposure) -> list[tuple[str, object, str]]:
-    meta = exposure.metadata
+def metadata_cards(meta: Metadata) -> list[tuple[str, object, str]]:
+    """The observation metadata every output file's primary header carries."""
     return [
         ("EXPID", meta.expid, "exposure id"),
         ("VISIT", meta.visit, "visit"),
@@ -142,14 +142,14 @@ def provenance_cards(exposure: Exposure) -> list[tuple[str, object, str]]:
 
 def source_catalog_hdul(exposure: Exposure, measurement: Measurement) -> fits.HDUList:
     primary = fits.PrimaryHDU()
-    for key, value, comment in provenance_cards(exposure):
+    for key, value, comment in metadata_cards(exposure.metadata):
         primary.header[key] = (value, comment)
     return fits.HDUList([primary, table_hdu(measurement.catalog, "SRC")])
 
 
 def background_hdul(exposure: Exposure, background: Background) -> fits.HDUList:
     primary = fits.PrimaryHDU()
-    for key, value, comment in provenance_cards(exposure):
+    for key, value, comment in metadata_cards(exposure.metadata):
         primary.header[key] = (value, comment)
     # Full resolution and uncompressed: exactly what was subtracted, written fast.
     image = fits.ImageHDU(background.image, name="BACKGROUND")
