@@ -41,7 +41,7 @@ from astropy.wcs import WCS, FITSFixedWarning  # noqa: E402
 from measure import gaussian_filter_file  # noqa: E402  (benchmarks/measure.py, beside this script)
 
 from calibstream.calibrate import calibrate_exposure  # noqa: E402
-from calibstream.config import Config  # noqa: E402
+from calibstream.config import Config, load_config  # noqa: E402
 from calibstream.exposure import read_exposure, write_exposure  # noqa: E402
 from calibstream.outputs import write_calibration  # noqa: E402
 from calibstream.refcat import angular_separation, footprint_circle, ingest_refcat  # noqa: E402
@@ -283,10 +283,11 @@ def main() -> None:
     parser.add_argument("--size", type=int, nargs=2, default=(4000, 4072), metavar=("NX", "NY"))
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--config", default=None, help="calibstream TOML configuration")
     args = parser.parse_args()
     sextractor = shutil.which("source-extractor") or shutil.which("sex")
     scamp = shutil.which("scamp")
-    config = Config()
+    config = load_config(args.config)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         start = time.perf_counter()

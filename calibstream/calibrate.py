@@ -8,6 +8,8 @@ configuration in; a :class:`Calibration` out. Writing is ``outputs``' job.
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,8 +87,6 @@ def calibrate_exposure(
     clock: Callable[[], float] | None = None,
 ) -> Calibration:
     """Calibrate one exposure against its reference catalog(s)."""
-    import time
-
     clock = clock or time.perf_counter
     timings: dict[str, float] = {}
     start = clock()
@@ -146,6 +146,11 @@ def fit_sources(
         good &= ~catalog[flag]
     rows = np.flatnonzero(good)
     ref_err = np.hypot(np.nan_to_num(refs.ra_err, nan=10.0), np.nan_to_num(refs.dec_err, nan=10.0))
+    # Pattern matching ranks references by brightness in the exposure's band where known.
+    term = config.colorterms.get(exposure.metadata.band)
+    ref_brightness = None
+    if term is not None and term.primary in refs.bands:
+        ref_brightness = -np.nan_to_num(refs.bands[term.primary][0], nan=99.0)
     result = fit_astrometry(
         catalog["x"][rows],
         catalog["y"][rows],
@@ -158,9 +163,8 @@ def fit_sources(
         exposure.wcs,
         exposure.shape,
         config.astrometry,
+        ref_brightness=ref_brightness,
     )
-    import dataclasses
-
     used = np.zeros(len(catalog["id"]), dtype=bool)
     used[rows[result.source_index]] = True
     return dataclasses.replace(result, source_index=rows[result.source_index], used=used)
