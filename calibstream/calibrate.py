@@ -89,7 +89,6 @@ def calibrate_exposure(
     """Calibrate one exposure against its reference catalog(s)."""
     clock = clock or time.perf_counter
     timings: dict[str, float] = {}
-    start = clock()
     measurement = measure_exposure(exposure, config)
     timings.update(measurement.timings)
     start = clock()
@@ -108,9 +107,7 @@ def calibrate_exposure(
     astrometry = fit_sources(catalog, refs, exposure, config)
     ra, dec = astrometry.wcs.all_pix2world(catalog["x"], catalog["y"], 0)
     catalog["ra"], catalog["dec"] = np.asarray(ra, float), np.asarray(dec, float)
-    used = np.zeros(len(catalog["id"]), dtype=bool)
-    used[astrometry.source_index] = True
-    catalog["calib_astrometry_used"] = used
+    catalog["calib_astrometry_used"] = astrometry.used
     matches = match_to_references(catalog["ra"], catalog["dec"], refs, cal.match_radius_arcsec)
     timings["astrometry"] = clock() - start
     start = clock()
