@@ -3,10 +3,17 @@
 SExtractor's mesh estimator (sep): sigma-clipped mode per mesh cell, median
 filtered over cells, bicubic spline between them. Bad pixels are masked so
 that a bad column or a saturated star does not lift the sky around it.
+
+The model is its mesh of node values (as LSST persists a background): a few
+kilobytes that travel in an event and are written to ``background.fits``.
+The full-resolution image is rendered from them by the same natural bicubic
+spline as SExtractor's (two small matrix products), so whoever holds the mesh
+reconstructs exactly the background that detection subtracted.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,16 +22,26 @@ import sep
 from .arrays import writable_alias
 from .config import BackgroundConfig
 
+#: Rows and columns sampled when the mesh is recovered from sep's rendering
+#: (the spline is exactly determined by far fewer than all of them).
+_FIT_STRIDE = 8
+
 
 @dataclass(frozen=True)
 class Background:
-    """The background model at full resolution and its global noise level."""
+    """The background model: its mesh, the image shape, and its global noise level."""
 
-    image: np.ndarray  # float32, same shape as the exposure
+    mesh: np.ndarray  # float32 (mesh rows, mesh columns): spline node values
+    shape: tuple[int, int]  # (height, width) of the exposure
     global_level: float
     global_rms: float
     mesh_size: int
     filter_size: int
+
+    @functools.cached_property
+    def image(self) -> np.ndarray:
+        """The background at full resolution (float32), rendered once."""
+        return render_mesh(self.mesh, self.shape, self.mesh_size)
 
 
 def estimate_background(
@@ -43,10 +60,92 @@ def estimate_background(
         fw=config.filter_size,
         fh=config.filter_size,
     )
+    # sep keeps its nodes to itself: recover them from its rendering (exact to
+    # float32 rounding), so the mesh is the model and the image its rendering.
     return Background(
-        image=bkg.back(dtype=np.float32),
+        mesh=fit_mesh(bkg.back(dtype=np.float32), config.mesh_size),
+        shape=(int(data.shape[0]), int(data.shape[1])),
         global_level=float(bkg.globalback),
         global_rms=float(bkg.globalrms),
         mesh_size=config.mesh_size,
         filter_size=config.filter_size,
     )
+
+
+def mesh_shape(shape: tuple[int, int], mesh_size: int) -> tuple[int, int]:
+    """Nodes of the mesh: one per cell, the last cell of a row or column partial."""
+    height, width = shape
+    return max(1, -(-height // mesh_size)), max(1, -(-width // mesh_size))
+
+
+def render_mesh(mesh: np.ndarray, shape: tuple[int, int], mesh_size: int) -> np.ndarray:
+    """The full-resolution background of node values ``mesh`` (float32)."""
+    mesh = np.asarray(mesh, dtype=np.float64)
+    if mesh.shape != mesh_shape(shape, mesh_size):
+        raise ValueError(f"a {shape} image with {mesh_size}-px cells has no {mesh.shape} mesh")
+    along_y, along_x = _operators(tuple(shape), mesh_size)
+    return ((along_y @ mesh) @ along_x.T).astype(np.float32)
+
+
+def fit_mesh(image: np.ndarray, mesh_size: int) -> np.ndarray:
+    """Node values whose rendering is ``image`` (least squares on a grid of samples)."""
+    along_y, along_x = _operators(image.shape, mesh_size)
+    rows = _samples(image.shape[0], mesh_size)
+    cols = _samples(image.shape[1], mesh_size)
+    samples = np.asarray(image, dtype=np.float64)[np.ix_(rows, cols)]
+    mesh = np.linalg.pinv(along_y[rows]) @ samples @ np.linalg.pinv(along_x[cols]).T
+    return mesh.astype(np.float32)
+
+
+def _samples(npix: int, mesh_size: int) -> np.ndarray:
+    stride = max(1, min(_FIT_STRIDE, mesh_size // 4))
+    return np.unique(np.append(np.arange(0, npix, stride), npix - 1))
+
+
+@functools.lru_cache(maxsize=8)
+def _operators(shape: tuple[int, int], mesh_size: int) -> tuple[np.ndarray, np.ndarray]:
+    ny, nx = mesh_shape(shape, mesh_size)
+    # SExtractor's nodes sit at cell centres: y = (j + 0.5) * size, x = (i + 0.5) * size - 0.5.
+    return (
+        spline_operator(shape[0], mesh_size, ny, 0.0),
+        spline_operator(shape[1], mesh_size, nx, 0.5),
+    )
+
+
+def spline_operator(npix: int, mesh_size: int, n: int, offset: float) -> np.ndarray:
+    """(npix, n) matrix taking node values to pixels: SExtractor's natural cubic spline.
+
+    Between nodes k and k+1 at fraction t the value is
+    (1-t) v_k + t v_{k+1} + ((1-t)³ - (1-t)) D_k + (t³ - t) D_{k+1},
+    with D = y''/6 from the natural-spline recurrence, which is linear in v.
+    """
+    if n == 1:
+        return np.ones((npix, 1))
+    t = (np.arange(npix) + offset) / mesh_size - 0.5
+    segment = np.clip(np.floor(t).astype(np.intp), 0, n - 2)
+    dt = t - segment
+    cdt = 1.0 - dt
+    curvature = _natural_spline_curvature(np.eye(n))
+    operator = np.zeros((npix, n))
+    rows = np.arange(npix)
+    operator[rows, segment] += cdt
+    operator[rows, segment + 1] += dt
+    operator += (cdt**3 - cdt)[:, None] * curvature[segment]
+    operator += (dt**3 - dt)[:, None] * curvature[segment + 1]
+    return operator
+
+
+def _natural_spline_curvature(values: np.ndarray) -> np.ndarray:
+    """D = y''/6 at the nodes (rows of ``values``), zero at the ends (Thomas algorithm)."""
+    n = values.shape[0]
+    d = np.zeros(values.shape)
+    if n < 3:
+        return d
+    u = np.zeros(values.shape)
+    for i in range(1, n - 1):  # one step per mesh node, vectorised over columns
+        temp = -1.0 / (d[i - 1] + 4.0)
+        d[i] = temp
+        u[i] = temp * (u[i - 1] - 6.0 * (values[i + 1] + values[i - 1] - 2.0 * values[i]))
+    for i in range(n - 2, 0, -1):
+        d[i] = (d[i] * d[i + 1] + u[i]) / 6.0
+    return d

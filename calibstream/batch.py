@@ -13,7 +13,7 @@ from astropy.io import fits
 
 from .calibrate import calibrate_exposure
 from .config import Config
-from .errors import CalibstreamError
+from .errors import CalibstreamError, stage
 from .exposure import read_exposure
 from .outputs import write_calibration, write_failure
 from .refcat import ShardCache
@@ -38,20 +38,24 @@ def calibrate_file(
     cache: ShardCache | None = None,
 ) -> Outcome:
     """Calibrate one file and persist the result (or the failure)."""
-    stage = "read"
     metadata = None
     try:
-        exposure = read_exposure(path)
+        with stage("read"):
+            exposure = read_exposure(path)
         metadata = exposure.metadata
-        stage = "calibrate"
         calibration = calibrate_exposure(exposure, refcat, config, photometry_refcat, cache)
         folder = write_calibration(calibration, root)
         return Outcome(path, metadata.expid, "ok", folder)
     except CalibstreamError as exc:
         expid = metadata.expid if metadata is not None else expid_of_unreadable(path)
-        stage = stage if stage == "read" else exc.kind
         folder = write_failure(
-            root, expid, stage, exc.kind, str(exc), metadata, {"input": str(path)}
+            root,
+            expid,
+            exc.stage or "calibrate",
+            exc.kind,
+            str(exc),
+            metadata,
+            {"input": str(path)},
         )
         return Outcome(path, expid, "failed", folder, str(exc))
 

@@ -6,6 +6,9 @@ column) so that a failure event or a summary.json can say *why* in words.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class CalibstreamError(Exception):
     """Base of every error calibstream raises on purpose."""
@@ -16,7 +19,21 @@ class CalibstreamError(Exception):
     def __init__(self, reason: str, *, where: str | None = None) -> None:
         self.reason = reason
         self.where = where
+        #: The pipeline stage it stopped ("read", "detect", "astrometry", ...),
+        #: set by :func:`stage` on the way out.
+        self.stage: str | None = None
         super().__init__(f"{where}: {reason}" if where else reason)
+
+
+@contextmanager
+def stage(name: str) -> Iterator[None]:
+    """Label the calibstream errors raised inside with the stage they stopped."""
+    try:
+        yield
+    except CalibstreamError as exc:
+        if exc.stage is None:
+            exc.stage = name
+        raise
 
 
 class ExposureError(CalibstreamError):

@@ -114,6 +114,18 @@ class Exposure:
 # ---------------------------------------------------------------- reading
 
 
+def read_metadata(path: str | os.PathLike[str]) -> Metadata:
+    """The metadata of an exposure file's primary header (all a submitter needs to know)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"no such file: {path}", where=path.name)
+    try:
+        header = fits.getheader(path, 0)
+    except Exception as exc:
+        raise NotFitsError(f"no readable primary header ({exc})", where=path.name) from exc
+    return _read_metadata(header)
+
+
 def read_exposure(path: str | os.PathLike[str]) -> Exposure:
     """Read and validate a characterized-exposure file."""
     path = Path(path)

@@ -14,16 +14,20 @@ import os
 import shutil
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
 
 from . import __version__
-from .calibrate import Calibration
+from .background import Background
+from .calibrate import Calibration, Matches
 from .exposure import Metadata
 from .fitsio import hdulist_bytes, table_hdu
+from .photocal import PhotoCalResult
 from .pipeline import background_hdul, metadata_cards
+from .refcat import RefCatalog
 
 SUMMARY = "summary.json"
 
@@ -32,16 +36,70 @@ def exposure_dir(root: Path, expid: int | str) -> Path:
     return Path(root) / "exposures" / str(expid)
 
 
-def calexp_header(calibration: Calibration) -> fits.Header:
+@dataclass(frozen=True)
+class CalibratedExposure:
+    """What is persisted of a calibrated exposure: exactly the content of its folder."""
+
+    metadata: Metadata
+    header: fits.Header  # calexp.fits
+    catalog: dict[str, np.ndarray]  # src.fits
+    matches: dict[str, np.ndarray]  # matches.fits
+    background: Background  # background.fits
+    reserved_rms: float | None
+
+
+def calibrated_exposure(calibration: Calibration) -> CalibratedExposure:
+    astrometry = calibration.astrometry
+    return persisted_exposure(
+        calibration.frame.metadata,
+        astrometry.wcs.to_header(relax=True),
+        astrometry.rms_mas,
+        astrometry.n_matches,
+        calibration.photometry,
+        calibration.catalog,
+        calibration.refs,
+        calibration.matches,
+        calibration.background,
+    )
+
+
+def persisted_exposure(
+    metadata: Metadata,
+    wcs_header: fits.Header,
+    astrms_mas: float,
+    astnmatch: int,
+    photometry: PhotoCalResult,
+    catalog: dict[str, np.ndarray],
+    refs: RefCatalog,
+    matches: Matches,
+    background: Background,
+) -> CalibratedExposure:
+    """The folder's content from the results of the three steps (fitted WCS as header cards)."""
+    return CalibratedExposure(
+        metadata=metadata,
+        header=calexp_header(metadata, wcs_header, astrms_mas, astnmatch, photometry),
+        catalog=catalog,
+        matches=matches_columns(catalog, refs, matches),
+        background=background,
+        reserved_rms=finite_or_none(photometry.reserved_rms),
+    )
+
+
+def calexp_header(
+    metadata: Metadata,
+    wcs_header: fits.Header,
+    astrms_mas: float,
+    astnmatch: int,
+    photometry: PhotoCalResult,
+) -> fits.Header:
     """Fitted WCS, photometric calibration and metadata, as the contract names them."""
     header = fits.Header()
-    for key, value, comment in metadata_cards(calibration.exposure.metadata):
+    for key, value, comment in metadata_cards(metadata):
         header[key] = (value, comment)
-    header.extend(calibration.astrometry.wcs.to_header(relax=True), update=True)
-    astrometry, photometry = calibration.astrometry, calibration.photometry
+    header.extend(wcs_header, update=True)
     cards = [
-        ("ASTRMS", float(astrometry.rms_mas), "[mas] scatter of astrometric matches"),
-        ("ASTNMATCH", int(astrometry.n_matches), "astrometric matches used"),
+        ("ASTRMS", float(astrms_mas), "[mas] scatter of astrometric matches"),
+        ("ASTNMATCH", int(astnmatch), "astrometric matches used"),
         ("MAGZERO", float(photometry.magzero), "mag of 1 e-/s (psf_flux/EXPTIME)"),
         ("MAGZERO_ERR", float(photometry.magzero_err), "uncertainty of MAGZERO"),
         ("MAGZERO_RMS", float(photometry.magzero_rms), "scatter of the stars used"),
@@ -56,14 +114,13 @@ def calexp_header(calibration: Calibration) -> fits.Header:
     return header
 
 
-def summary_of(calibration: Calibration) -> dict:
-    header = calexp_header(calibration)
+def summary_of(persisted: CalibratedExposure) -> dict:
     return {
         "status": "ok",
-        **_metadata_json(calibration.exposure.metadata),
-        "n_sources": len(calibration.catalog["id"]),
-        "reserved_rms": _finite(calibration.photometry.reserved_rms),
-        "header": {key: header[key] for key in header},
+        **_metadata_json(persisted.metadata),
+        "n_sources": len(persisted.catalog["id"]),
+        "reserved_rms": persisted.reserved_rms,
+        "header": {key: persisted.header[key] for key in persisted.header},
     }
 
 
@@ -79,13 +136,15 @@ def _metadata_json(meta: Metadata) -> dict:
     }
 
 
-def _finite(value: float) -> float | None:
+def finite_or_none(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
 
 
-def matches_columns(calibration: Calibration) -> dict[str, np.ndarray]:
+def matches_columns(
+    catalog: Mapping[str, np.ndarray], refs: RefCatalog, matches: Matches
+) -> dict[str, np.ndarray]:
     """One row per source matched to a reference star (astrometric catalog)."""
-    m, cat, refs = calibration.matches, calibration.catalog, calibration.refs
+    m, cat = matches, catalog
     columns = {
         "src_id": cat["id"][m.source],
         "ref_id": refs.id[m.ref],
@@ -107,10 +166,9 @@ def matches_columns(calibration: Calibration) -> dict[str, np.ndarray]:
     return columns
 
 
-def write_calibration(calibration: Calibration, root: Path) -> Path:
-    """Persist a calibrated exposure; returns its folder."""
-    meta = calibration.exposure.metadata
-    primary_cards = metadata_cards(meta)
+def output_files(persisted: CalibratedExposure) -> dict[str, bytes]:
+    """The bytes of every file of the folder, by name."""
+    primary_cards = metadata_cards(persisted.metadata)
 
     def with_primary(*hdus: fits.hdu.base.ExtensionHDU) -> fits.HDUList:
         primary = fits.PrimaryHDU()
@@ -118,20 +176,21 @@ def write_calibration(calibration: Calibration, root: Path) -> Path:
             primary.header[key] = (value, comment)
         return fits.HDUList([primary, *hdus])
 
-    files = {
-        "calexp.fits": hdulist_bytes(
-            fits.HDUList([fits.PrimaryHDU(header=calexp_header(calibration))])
-        ),
-        "src.fits": hdulist_bytes(with_primary(table_hdu(calibration.catalog, "SRC"))),
-        "matches.fits": hdulist_bytes(
-            with_primary(table_hdu(matches_columns(calibration), "MATCHES"))
-        ),
-        "background.fits": hdulist_bytes(
-            background_hdul(calibration.exposure, calibration.measurement.background)
-        ),
-        SUMMARY: _json_bytes(summary_of(calibration)),
+    return {
+        "calexp.fits": hdulist_bytes(fits.HDUList([fits.PrimaryHDU(header=persisted.header)])),
+        "src.fits": hdulist_bytes(with_primary(table_hdu(persisted.catalog, "SRC"))),
+        "matches.fits": hdulist_bytes(with_primary(table_hdu(persisted.matches, "MATCHES"))),
+        "background.fits": hdulist_bytes(background_hdul(persisted.metadata, persisted.background)),
+        SUMMARY: _json_bytes(summary_of(persisted)),
     }
-    return publish_folder(exposure_dir(root, meta.expid), files)
+
+
+def write_calibration(calibration: Calibration | CalibratedExposure, root: Path) -> Path:
+    """Persist a calibrated exposure; returns its folder."""
+    if isinstance(calibration, Calibration):
+        calibration = calibrated_exposure(calibration)
+    folder = exposure_dir(root, calibration.metadata.expid)
+    return publish_folder(folder, output_files(calibration))
 
 
 def write_failure(

@@ -147,17 +147,38 @@ def source_catalog_hdul(exposure: Exposure, measurement: Measurement) -> fits.HD
     return fits.HDUList([primary, table_hdu(measurement.catalog, "SRC")])
 
 
-def background_hdul(exposure: Exposure, background: Background) -> fits.HDUList:
+def background_hdul(metadata: Metadata, background: Background) -> fits.HDUList:
+    """The background model as its mesh of spline nodes (see ``background``)."""
     primary = fits.PrimaryHDU()
-    for key, value, comment in metadata_cards(exposure.metadata):
+    for key, value, comment in metadata_cards(metadata):
         primary.header[key] = (value, comment)
-    # Full resolution and uncompressed: exactly what was subtracted, written fast.
-    image = fits.ImageHDU(background.image, name="BACKGROUND")
-    image.header["BKGMESH"] = (background.mesh_size, "[px] mesh cell size")
-    image.header["BKGFILT"] = (background.filter_size, "median filter over mesh cells")
-    image.header["BKGLEVEL"] = (background.global_level, "global background level")
-    image.header["BKGRMS"] = (background.global_rms, "global background rms")
-    return fits.HDUList([primary, image])
+    mesh = fits.ImageHDU(background.mesh, name="BACKGROUND")
+    height, width = background.shape
+    for key, value, comment in (
+        ("BKGMESH", background.mesh_size, "[px] mesh cell size"),
+        ("BKGFILT", background.filter_size, "median filter over mesh cells"),
+        ("BKGLEVEL", background.global_level, "global background level"),
+        ("BKGRMS", background.global_rms, "global background rms"),
+        ("IMGWIDTH", width, "[px] width of the exposure"),
+        ("IMGHEIGH", height, "[px] height of the exposure"),
+        ("BKGINTRP", "natural bicubic spline", "nodes at cell centres (SExtractor)"),
+    ):
+        mesh.header[key] = (value, comment)
+    return fits.HDUList([primary, mesh])
+
+
+def read_background(hdul: fits.HDUList) -> Background:
+    """The Background of a ``background.fits`` (its image rendered on demand)."""
+    hdu = hdul["BACKGROUND"]
+    header = hdu.header
+    return Background(
+        mesh=np.asarray(hdu.data, dtype=np.float32),
+        shape=(int(header["IMGHEIGH"]), int(header["IMGWIDTH"])),
+        global_level=float(header["BKGLEVEL"]),
+        global_rms=float(header["BKGRMS"]),
+        mesh_size=int(header["BKGMESH"]),
+        filter_size=int(header["BKGFILT"]),
+    )
 
 
 def write_measurement(exposure: Exposure, measurement: Measurement, out_dir: Path) -> None:
@@ -166,7 +187,7 @@ def write_measurement(exposure: Exposure, measurement: Measurement, out_dir: Pat
         hdulist_bytes(source_catalog_hdul(exposure, measurement)), out_dir / "src.fits"
     )
     atomic_write_bytes(
-        hdulist_bytes(background_hdul(exposure, measurement.background)),
+        hdulist_bytes(background_hdul(exposure.metadata, measurement.background)),
         out_dir / "background.fits",
     )
 

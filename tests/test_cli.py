@@ -9,6 +9,7 @@ import numpy as np
 from astropy.io import fits
 
 from calibstream.cli import main
+from calibstream.pipeline import read_background
 
 SRC_COLUMNS = (
     "id",
@@ -50,7 +51,12 @@ def test_simulate_then_measure_writes_the_contract_columns_byte_identically(tmp_
         assert len(table) > 10
         assert np.all(np.isfinite(table["ra"])) and hdul[0].header["EXPID"] == 1000
     with fits.open(first / "background.fits") as hdul:
-        assert hdul["BACKGROUND"].data.shape == (512, 512)
+        background = read_background(hdul)
+    assert background.mesh.shape == (4, 4)  # 128-px cells
+    rendered = background.image
+    assert rendered.shape == (512, 512) and np.all(np.isfinite(rendered))
+    # A sky of a few e-: the rendered mesh is the residual sky, not an image of stars.
+    assert abs(float(np.median(rendered)) - background.global_level) < 5 * background.global_rms
     assert not list(first.glob(".*.tmp")), "a temporary file was left behind"
 
 

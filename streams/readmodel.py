@@ -1,0 +1,346 @@
+"""Redis as an accelerator and a read model, never as the only copy of anything.
+
+Redis holds three things: reference-catalog shards (a cache of the files in the refcat store),
+the sink's ledger of persisted exposures (so a replayed event is recognised without a look at
+the disk), and per-exposure metrics and throughput counters for the dashboard. The truth is the
+output folders on disk and the Kafka topics: a flushed or lost Redis is rebuilt by replaying
+them, so nothing here may ever stop or slow calibration. When Redis is down every call degrades
+(reads give None or empty, writes are dropped), one warning is logged per outage, and Redis is
+left alone for a back-off period instead of paying a socket timeout on every call.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+__all__ = ["RedisReadModel"]
+
+log = logging.getLogger("calibstream.redis")
+
+T = TypeVar("T")
+
+_SKIPPED: Any = object()  # what _call gives when it did not ask Redis
+
+# Errors that mean "Redis is not reachable or not usable now": an outage, with back-off.
+# (BusyLoadingError and AuthenticationError are ConnectionError subclasses in redis-py.)
+_OUTAGE = (redis.ConnectionError, redis.TimeoutError, OSError)
+
+# Replace a metrics entry atomically: the JSON, its place in time, and its status index.
+# KEYS: metrics hash, by_time zset, status hash; ARGV: id, json, score, status, status key prefix.
+_RECORD_METRICS = """
+local old = redis.call('HGET', KEYS[3], ARGV[1])
+if old and old ~= ARGV[4] then redis.call('ZREM', ARGV[5] .. old, ARGV[1]) end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
+redis.call('ZADD', ARGV[5] .. ARGV[4], ARGV[3], ARGV[1])
+return 1
+"""
+
+
+def _redact(url: str | None) -> str | None:
+    """The URL without its password (it ends up in logs and on the dashboard)."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe: numpy scalars and arrays as Python values, NaN/inf as None (strict JSON)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, str | int | bool):
+        return value
+    for attr in ("item", "tolist"):  # numpy scalar / array
+        method = getattr(value, attr, None)
+        if callable(method):
+            try:
+                return _plain(method())
+            except (TypeError, ValueError):
+                break
+    return str(value)
+
+
+def _dumps(value: dict) -> str:
+    return json.dumps(_plain(value), sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def _loads(raw: bytes | str | None) -> dict | None:
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+class RedisReadModel:
+    """The Redis side of the service: shard cache, persisted ledger, metrics and counters.
+
+    Every method is safe to call whatever Redis does: failures are counted, logged once per
+    outage on ``calibstream.redis`` and turned into None / empty results / dropped writes.
+    ``url=None`` disables it for good (state ``"disabled"``).
+    """
+
+    def __init__(
+        self,
+        url: str | None,
+        *,
+        prefix: str = "calibstream",
+        socket_timeout: float = 0.5,
+        retry_after: float = 5.0,
+        shard_ttl_s: int | None = 86400,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.socket_timeout = socket_timeout
+        self.retry_after = retry_after
+        self.shard_ttl_s = shard_ttl_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._state = "disabled" if url is None else "up"
+        self._retry_at = 0.0
+        self._down_since = 0.0
+        self._errors = 0
+        self._last_error: str | None = None
+        self._hits = 0
+        self._misses = 0
+        self._skipped = 0
+        self._client: redis.Redis | None = None
+        self._record_script: Any = None
+        if url is None:
+            return
+        try:
+            self._client = redis.Redis.from_url(
+                url,
+                socket_timeout=socket_timeout,
+                socket_connect_timeout=socket_timeout,
+                # redis-py 6+ retries 3 times with back-off by default: one immediate retry on
+                # a dropped connection only, none on timeouts (an outage costs one timeout).
+                retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+            )
+        except (ValueError, redis.RedisError) as exc:  # a malformed URL: disabled, said loudly
+            log.warning("Redis URL %s is not usable (%s): running without Redis", _redact(url), exc)
+            self._state = "disabled"
+            self._last_error = f"{type(exc).__name__}: {exc}"
+            return
+        self._record_script = self._client.register_script(_RECORD_METRICS)
+        self.ping()
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def state(self) -> str:
+        """``"up"``, ``"down"`` (an outage: calls skipped until the back-off ends) or
+        ``"disabled"`` (no URL, or closed)."""
+        return self._state
+
+    def status(self) -> dict:
+        """State and counts, for logs and the dashboard (the URL without its password)."""
+        with self._lock:
+            return {
+                "state": self._state,
+                "url": _redact(self.url),
+                "errors": self._errors,
+                "last_error": self._last_error,
+                "cache_hits": self._hits,
+                "cache_misses": self._misses,
+                "skipped": self._skipped,
+            }
+
+    def ping(self) -> bool:
+        """True when Redis answers now (a probe; skipped during a back-off)."""
+        return bool(self._call(lambda r: r.ping(), False))
+
+    def close(self) -> None:
+        """Drop the connections; the object is ``"disabled"`` from now on."""
+        with self._lock:
+            client, self._client = self._client, None
+            self._state = "disabled"
+        if client is not None:
+            try:
+                client.close()
+            except Exception:  # closing must not raise either
+                log.debug("closing the Redis client failed", exc_info=True)
+
+    def _key(self, *parts: str) -> str:
+        return ":".join((self.prefix, *parts))
+
+    def _call(self, fn: Callable[[redis.Redis], T], default: T) -> T:
+        """``fn(client)``, or ``default`` when disabled, backing off, or failing."""
+        with self._lock:
+            client = self._client
+            if client is None:
+                return default
+            if self._state == "down" and self._clock() < self._retry_at:
+                self._skipped += 1
+                return default
+        try:
+            result = fn(client)
+        except _OUTAGE as exc:
+            self._outage(client, exc)
+            return default
+        except redis.RedisError as exc:  # Redis answered with an error (OOM, WRONGTYPE...)
+            self._fault(exc)
+            return default
+        self._up()
+        return result
+
+    def _outage(self, client: redis.Redis, exc: BaseException) -> None:
+        now = self._clock()
+        with self._lock:
+            self._errors += 1
+            self._last_error = f"{type(exc).__name__}: {exc}"
+            self._retry_at = now + self.retry_after
+            first = self._state == "up"
+            if first:
+                self._state = "down"
+                self._down_since = now
+        if first:
+            log.warning(
+                "Redis at %s is unreachable (%s): carrying on without it "
+                "(cache misses, dropped writes), retrying every %g s",
+                _redact(self.url),
+                self._last_error,
+                self.retry_after,
+            )
+        try:  # pooled sockets are dead now: the next try opens fresh ones
+            client.connection_pool.disconnect()
+        except Exception:
+            log.debug("disconnecting the Redis pool failed", exc_info=True)
+
+    def _fault(self, exc: BaseException) -> None:
+        with self._lock:
+            self._errors += 1
+            self._last_error = f"{type(exc).__name__}: {exc}"
+        log.debug("Redis command failed: %s", exc)
+
+    def _up(self) -> None:
+        if self._state != "down":
+            return
+        with self._lock:
+            if self._state != "down":
+                return
+            self._state = "up"
+            outage = self._clock() - self._down_since
+        log.info("Redis at %s is back after %.1f s", _redact(self.url), outage)
+
+    # ------------------------------------------------------------------ shard cache
+
+    def get(self, key: str) -> bytes | None:
+        """A cached shard (``calibstream.refcat.ShardCache``), or None."""
+        value = self._call(lambda r: r.get(self._key("shard", key)), _SKIPPED)
+        if value is _SKIPPED:
+            return None
+        with self._lock:
+            if value is None:
+                self._misses += 1
+            else:
+                self._hits += 1
+        return None if value is None else bytes(value)
+
+    def set(self, key: str, value: bytes) -> None:
+        """Cache a shard for ``shard_ttl_s`` seconds (None: no expiry)."""
+        self._call(lambda r: r.set(self._key("shard", key), value, ex=self.shard_ttl_s), None)
+
+    # ------------------------------------------------------------------ persisted ledger
+
+    def record_persisted(self, exposure_id: int | str, entry: dict) -> None:
+        """Note that the sink persisted an exposure (status, folder, fingerprint, persisted_ms)."""
+        text = _dumps(entry)
+        self._call(lambda r: r.hset(self._key("ledger"), str(exposure_id), text), None)
+
+    def persisted(self, exposure_id: int | str) -> dict | None:
+        """The ledger entry of an exposure, or None (unknown, or Redis unavailable)."""
+        raw = self._call(lambda r: r.hget(self._key("ledger"), str(exposure_id)), None)
+        return _loads(raw)
+
+    def ledger_size(self) -> int:
+        """How many exposures the ledger holds (0 when Redis is unavailable)."""
+        return int(self._call(lambda r: r.hlen(self._key("ledger")), 0))
+
+    # ------------------------------------------------------------------ metrics
+
+    def record_metrics(self, exposure_id: int | str, metrics: dict) -> None:
+        """Store an exposure's metrics, replacing any earlier record of it; ordered by
+        ``persisted_ms`` (now when absent), indexed by ``status``."""
+        member = str(exposure_id)
+        body = dict(metrics)
+        body.setdefault("exposure_id", exposure_id)
+        score = body.get("persisted_ms")
+        if not isinstance(score, int | float) or not math.isfinite(score):
+            score = time.time() * 1000.0
+            body["persisted_ms"] = int(score)
+        status = str(body.get("status") or "unknown")
+        text = _dumps(body)
+        keys = [
+            self._key("metrics"),
+            self._key("metrics", "by_time"),
+            self._key("metrics", "status"),
+        ]
+        args = [member, text, repr(float(score)), status, self._key("metrics", "by_status", "")]
+        self._call(lambda r: self._record_script(keys=keys, args=args, client=r), None)
+
+    def metrics(self, exposure_id: int | str) -> dict | None:
+        """One exposure's metrics, or None."""
+        return _loads(self._call(lambda r: r.hget(self._key("metrics"), str(exposure_id)), None))
+
+    def recent_metrics(
+        self, limit: int = 100, offset: int = 0, *, status: str | None = None
+    ) -> list[dict]:
+        """Metrics newest first (by ``persisted_ms``), ``limit`` from ``offset``; only those
+        with ``status`` when given. Empty when Redis is unavailable."""
+        if limit <= 0 or offset < 0:
+            return []
+        index = (
+            self._key("metrics", "by_time")
+            if status is None
+            else self._key("metrics", "by_status", status)
+        )
+
+        def page(r: redis.Redis) -> list[dict]:
+            ids = r.zrevrange(index, offset, offset + limit - 1)
+            if not ids:
+                return []
+            rows = (_loads(raw) for raw in r.hmget(self._key("metrics"), ids))
+            return [row for row in rows if row is not None]
+
+        return self._call(page, [])
+
+    def count_metrics(self) -> int:
+        """How many exposures have metrics (0 when Redis is unavailable)."""
+        return int(self._call(lambda r: r.zcard(self._key("metrics", "by_time")), 0))
+
+    # ------------------------------------------------------------------ counters
+
+    def incr(self, name: str, amount: int = 1) -> None:
+        """Add ``amount`` to a throughput counter (e.g. ``"processed:detect"``)."""
+        self._call(lambda r: r.hincrby(self._key("counters"), name, amount), None)
+
+    def counters(self) -> dict[str, int]:
+        """Every counter by name (empty when Redis is unavailable)."""
+        raw = self._call(lambda r: r.hgetall(self._key("counters")), {})
+        return {k.decode(): int(v) for k, v in raw.items()}

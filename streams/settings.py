@@ -1,0 +1,93 @@
+"""The streaming service's configuration: data, from the ``[stream]`` table of the TOML file.
+
+The same file configures the science (every other table, see
+``calibstream.config``), so one ``--config`` describes a whole deployment::
+
+    [stream]
+    broker = "kafka://kafka:9092"
+    redis = "redis://redis:6379/0"
+    refcat = "/data/refcat"
+    output_root = "/data/out"
+    partitions = 8
+    science_processes = 2
+
+Every key has a default below; unknown keys are an error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any
+
+from calibstream.config import Config, config_from_dict
+from calibstream.errors import ConfigError
+
+#: Topic roles and their default names. Each role's events have one schema subject.
+TOPIC_ROLES = ("exposures", "detections", "matches", "zeropoints", "failures", "deadletter")
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """Where the service reads and writes, and how it runs."""
+
+    broker: str = "kafka://127.0.0.1:9092"  # faust broker URL(s), comma-separated
+    redis: str | None = None  # redis://host:port/db; None: no Redis (calibration goes on)
+    refcat: str = "refcat"  # the astrometric (and photometric) reference store
+    photometry_refcat: str | None = None  # a separate photometric store
+    output_root: str = "calibstream-out"  # ROOT/exposures/<EXPID>/
+    app_id: str = "calibstream"  # the faust app id: the consumer group of the workers
+    topic_prefix: str = "calibstream."  # topic name = prefix + role
+    partitions: int = 4  # of every topic
+    replication: int = 1
+    #: Science processes per worker (CPU-bound steps run there, off the event loop).
+    science_processes: int = 1
+    #: Events a worker's agents work on at once (per agent); the pool bounds the CPU.
+    concurrency: int = 1
+    session_timeout_s: float = 10.0  # consumer group session (heartbeats every third of it)
+    web_port: int | None = None  # faust's web server; None: off
+    #: Largest event (producer request and topic ``max.message.bytes``): a 4k×4k
+    #: exposure's zero-point event is ~1 MB (README), above Kafka's 1 MB default.
+    max_message_bytes: int = 8 * 1024 * 1024
+
+    def topic(self, role: str) -> str:
+        if role not in TOPIC_ROLES:
+            raise ConfigError(f"unknown topic role {role!r}", where="stream")
+        return self.topic_prefix + role
+
+    @property
+    def topics(self) -> dict[str, int]:
+        """Every topic the service uses, with its partition count."""
+        return {self.topic(role): self.partitions for role in TOPIC_ROLES}
+
+    @property
+    def bootstrap(self) -> str:
+        """``host:port,...`` of the broker URL (for plain Kafka clients)."""
+        return ",".join(part.split("://", 1)[-1] for part in self.broker.split(","))
+
+
+@dataclass(frozen=True)
+class Deployment:
+    stream: StreamSettings = field(default_factory=StreamSettings)
+    science: Config = field(default_factory=Config)
+
+
+def load_deployment(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Deployment:
+    """Stream settings and science configuration from one TOML file; ``overrides`` (not None)
+    replace stream keys (the command line's ``--broker``, ``--redis``, ...)."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as handle:
+                data = tomllib.load(handle)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read configuration ({exc})", where=str(path)) from exc
+    stream = dict(data.pop("stream", {}))
+    stream.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name for f in dataclasses.fields(StreamSettings)}
+    unknown = set(stream) - known
+    if unknown:
+        raise ConfigError(f"unknown keys {sorted(unknown)}", where="stream")
+    return Deployment(StreamSettings(**stream), config_from_dict(data))

@@ -1,0 +1,269 @@
+"""What each agent does to one message, as a plain function: bytes in, messages out.
+
+A step decodes its input, runs the science core, and encodes what goes
+downstream. Every outcome is a message: the next event, a failure event (a
+calibstream error, or any other exception, on a decodable input), or a
+dead-letter record (bytes that are not an event of the expected subject). So
+a step never raises on bad input and an agent never stalls.
+
+Steps run in the science pool's processes (see :mod:`streams.science`): each
+holds one :class:`Context` (the configuration, the Redis read model) made
+once per process.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from calibstream.calibrate import calibrate_photometry, frame_of, solve_astrometry
+from calibstream.config import Config
+from calibstream.errors import CalibstreamError, stage
+from calibstream.exposure import read_exposure
+from calibstream.outputs import persisted_exposure, write_calibration, write_failure
+from calibstream.pipeline import measure_exposure
+from streams import events
+from streams.codec import CodecError, Decoded, decode, encode
+from streams.readmodel import RedisReadModel
+from streams.settings import StreamSettings
+
+log = logging.getLogger("calibstream.steps")
+
+
+@dataclass(frozen=True)
+class Message:
+    """A consumed record, as much of it as a step needs."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    timestamp_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class Output:
+    """A record to produce: the topic role (``detections``, ``failures``, ...), key, value."""
+
+    role: str
+    key: bytes | None
+    value: bytes
+
+
+@dataclass
+class Context:
+    """Per-process state of the science pool."""
+
+    settings: StreamSettings
+    config: Config
+    readmodel: RedisReadModel
+
+    @property
+    def root(self) -> Path:
+        return Path(self.settings.output_root)
+
+
+# ---------------------------------------------------------------- the science steps
+
+
+def detect(ctx: Context, event: Mapping[str, Any]) -> list[Output]:
+    """Characterized exposure → detection: read the file, detect and measure deep."""
+    start = time.perf_counter()
+    with stage("read"):
+        exposure = read_exposure(Path(event["uri"]))
+    read = time.perf_counter() - start
+    with stage("detect"):
+        measurement = measure_exposure(exposure, ctx.config)
+    record = events.detection_event(
+        event,
+        frame_of(exposure),
+        measurement.catalog,
+        measurement.background,
+        {"read": read, **measurement.timings},
+    )
+    return [_event("detections", "detection", record)]
+
+
+def astrometry(ctx: Context, event: Mapping[str, Any]) -> list[Output]:
+    """Detection → match: references in the footprint, the TAN-SIP fit, matches."""
+    frame, catalog = events.detection_inputs(event)
+    with stage("astrometry"):
+        solution = solve_astrometry(
+            frame, catalog, Path(ctx.settings.refcat), ctx.config, ctx.readmodel
+        )
+    return [_event("matches", "match", events.match_event(event, solution, solution.timings))]
+
+
+def photometry(ctx: Context, event: Mapping[str, Any]) -> list[Output]:
+    """Match → zero-point: the photometric calibration and everything the sink writes."""
+    frame, catalog, refs, matches = events.match_inputs(event)
+    store = ctx.settings.photometry_refcat
+    with stage("photometry"):
+        result, catalog, timings = calibrate_photometry(
+            frame,
+            catalog,
+            refs,
+            matches,
+            ctx.config,
+            None if store is None else Path(store),
+            ctx.readmodel,
+        )
+    calibrated = persisted_exposure(
+        frame.metadata,
+        frame.wcs_header,
+        event["astrms_mas"],
+        event["astnmatch"],
+        result,
+        catalog,
+        refs,
+        matches,
+        events.background_from_record(event["background"]),
+    )
+    record = events.zeropoint_event(event, calibrated, result, timings)
+    return [_event("zeropoints", "zeropoint", record)]
+
+
+def persist(ctx: Context, event: Mapping[str, Any]) -> list[Output]:
+    """Zero-point → the exposure's folder (atomic, idempotent), its ledger entry and metrics."""
+    calibrated = events.calibrated_from_event(event)
+    folder = write_calibration(calibrated, ctx.root)
+    expid = int(event["exposure_id"])
+    done_ms = events.now_ms()
+    ctx.readmodel.record_persisted(expid, {"status": "ok", "folder": str(folder)})
+    ctx.readmodel.record_metrics(
+        expid,
+        {
+            "status": "ok",
+            **event["metadata"],
+            "magzero": event["magzero"],
+            "magzero_err": event["magzero_err"],
+            "magzero_rms": event["magzero_rms"],
+            "magzero_nobj": event["magzero_nobj"],
+            "astrms_mas": event["astrms_mas"],
+            "astnmatch": event["astnmatch"],
+            "n_sources": event["n_sources"],
+            "submitted_ms": event["input"]["submitted_ms"],
+            "persisted_ms": done_ms,
+            "latency_s": (done_ms - event["input"]["submitted_ms"]) / 1000,
+            "timings": event["timings"],
+        },
+    )
+    return []
+
+
+def persist_failure(ctx: Context, event: Mapping[str, Any]) -> list[Output]:
+    """Failure → the exposure's failure summary (never over a complete folder), and metrics."""
+    expid = event["exposure_id"]
+    if expid is None:  # no exposure to write a summary for: the failure event is the record
+        return []
+    metadata = None if event["metadata"] is None else events.metadata_from_record(event["metadata"])
+    extra = {} if event["uri"] is None else {"input": event["uri"]}
+    write_failure(ctx.root, expid, event["stage"], event["error"], event["reason"], metadata, extra)
+    ctx.readmodel.record_metrics(
+        expid,
+        {
+            "status": "failed",
+            **(event["metadata"] or {"expid": expid}),
+            "stage": event["stage"],
+            "error": event["error"],
+            "reason": event["reason"],
+            "persisted_ms": events.now_ms(),
+        },
+    )
+    return []
+
+
+# ---------------------------------------------------------------- running a step on a message
+
+Step = Callable[[Context, Mapping[str, Any]], list[Output]]
+
+#: agent name -> (subject of its input events, the step)
+STEPS: dict[str, tuple[str, Step]] = {
+    "detect": ("characterized_exposure", detect),
+    "astrometry": ("detection", astrometry),
+    "photometry": ("match", photometry),
+    "sink": ("zeropoint", persist),
+    "sink-failures": ("failure", persist_failure),
+}
+
+
+def run(ctx: Context, agent: str, message: Message) -> list[Output]:
+    """One message through one agent's step; every outcome is a list of records to produce."""
+    subject, step = STEPS[agent]
+    try:
+        decoded: Decoded = decode(message.value, expected_subject=subject)
+    except CodecError as exc:
+        log.warning(
+            "%s: %s[%d]@%d to the dead-letter topic: %s",
+            agent,
+            message.topic,
+            message.partition,
+            message.offset,
+            exc,
+        )
+        return [_dead_letter(message, exc)]
+    event = decoded.record
+    try:
+        outputs = step(ctx, event)
+    except Exception as exc:  # a calibstream error, or a bug: either way a failure event
+        if agent == "sink-failures":  # never answer a failure with a failure
+            log.exception(
+                "sink: cannot persist failure %s[%d]@%d",
+                message.topic,
+                message.partition,
+                message.offset,
+            )
+            return []
+        if not isinstance(exc, CalibstreamError):
+            log.exception(
+                "%s: unexpected error on %s[%d]@%d",
+                agent,
+                message.topic,
+                message.partition,
+                message.offset,
+            )
+        return [_failure(agent, exc, message, event)]
+    ctx.readmodel.incr(f"processed:{agent}")
+    return outputs
+
+
+def _event(role: str, subject: str, record: Mapping[str, Any]) -> Output:
+    return Output(role, events.exposure_key(record["exposure_id"]), encode(subject, record))
+
+
+def _failure(agent: str, exc: BaseException, message: Message, event: Mapping[str, Any]) -> Output:
+    original = event.get("input", event)  # a downstream event keeps its input event whole
+    metadata = None
+    if getattr(exc, "stage", None) != "read":  # as the batch command: none unless read
+        metadata = event.get("metadata") or events.input_metadata(original)
+    record = events.failure_event(
+        getattr(exc, "stage", None) or agent,
+        exc,
+        input=message.value,
+        input_key=message.key,
+        input_topic=message.topic,
+        input_partition=message.partition,
+        input_offset=message.offset,
+        exposure_id=event.get("exposure_id"),
+        uri=original.get("uri"),
+        metadata=None if metadata is None else events.metadata_from_record(metadata),
+    )
+    return Output("failures", message.key, encode("failure", record))
+
+
+def _dead_letter(message: Message, exc: BaseException) -> Output:
+    record = events.dead_letter_event(
+        message.value,
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        error=exc,
+        key=message.key,
+        timestamp_ms=message.timestamp_ms,
+    )
+    return Output("deadletter", message.key, encode("dead_letter", record))
