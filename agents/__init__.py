@@ -1,2 +1,1 @@
-"""One short module per faust agent: decode an event, call the core off the event loop,
-encode, send. No science here."""
+"""The faust agents: one thin module each, adapting events to the science steps."""

@@ -1,4 +1,7 @@
-"""The ``calibstream`` command: one subcommand per job, thin over the core."""
+"""The core's subcommands (no services): simulate, measure, ingest-refcat, calibrate.
+
+The ``calibstream`` console script is ``streams.cli``, which adds the streaming ones.
+"""
 
 from __future__ import annotations
 
@@ -64,12 +67,6 @@ def _calibrate(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
-
-    return run_demo(Path(args.out), size=tuple(args.size), seed=args.seed)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="calibstream", description="Calibrate characterized telescope exposures."
@@ -107,11 +104,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="TOML configuration file")
     p.set_defaults(func=_calibrate)
 
-    p = sub.add_parser("demo", help="simulate an exposure and measure it (the embedded default)")
-    p.add_argument("--out", default="demo-output")
-    p.add_argument("--size", type=int, nargs=2, default=(2048, 2048), metavar=("NX", "NY"))
-    p.add_argument("--seed", type=int, default=1)
-    p.set_defaults(func=_demo)
     return parser
 
 

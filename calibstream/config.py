@@ -11,6 +11,7 @@ Unknown sections or keys are an error, so a typo never passes silently.
 
 from __future__ import annotations
 
+import copyreg
 import dataclasses
 import os
 import tomllib
@@ -20,6 +21,14 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from .errors import ConfigError
+
+
+# A Config crosses to worker processes (pickled); its read-only mappings must too.
+def _read_only(mapping: dict) -> MappingProxyType:
+    return MappingProxyType(mapping)
+
+
+copyreg.pickle(MappingProxyType, lambda proxy: (_read_only, (dict(proxy),)))
 
 
 @dataclass(frozen=True)

@@ -96,7 +96,11 @@ def calexp_header(
     header = fits.Header()
     for key, value, comment in metadata_cards(metadata):
         header[key] = (value, comment)
-    header.extend(wcs_header, update=True)
+    for card in wcs_header.cards:  # values, not card images: formatted as any reader rebuilds them
+        if card.keyword in ("COMMENT", "HISTORY", ""):
+            header.append(fits.Card(card.keyword, card.value), bottom=True)
+        else:
+            header.set(card.keyword, card.value, card.comment)
     cards = [
         ("ASTRMS", float(astrms_mas), "[mas] scatter of astrometric matches"),
         ("ASTNMATCH", int(astnmatch), "astrometric matches used"),

@@ -227,7 +227,7 @@ def run(ctx: Context, agent: str, message: Message) -> list[Output]:
                 message.partition,
                 message.offset,
             )
-        return [_failure(agent, exc, message, event)]
+        return [failure_output(agent, exc, message, event)]
     ctx.readmodel.incr(f"processed:{agent}")
     return outputs
 
@@ -236,7 +236,15 @@ def _event(role: str, subject: str, record: Mapping[str, Any]) -> Output:
     return Output(role, events.exposure_key(record["exposure_id"]), encode(subject, record))
 
 
-def _failure(agent: str, exc: BaseException, message: Message, event: Mapping[str, Any]) -> Output:
+def failure_output(
+    agent: str, exc: BaseException, message: Message, event: Mapping[str, Any] | None = None
+) -> Output:
+    """The failure event of ``agent`` on ``message`` (``event``: the decoded input, if any)."""
+    if event is None:
+        try:
+            event = decode(message.value).record
+        except CodecError:
+            event = {}
     original = event.get("input", event)  # a downstream event keeps its input event whole
     metadata = None
     if getattr(exc, "stage", None) != "read":  # as the batch command: none unless read

@@ -1,9 +1,6 @@
-"""The commands, run as a user runs them: simulate, measure, demo."""
+"""The commands, run as a user runs them: simulate, measure."""
 
 from __future__ import annotations
-
-import subprocess
-import sys
 
 import numpy as np
 from astropy.io import fits
@@ -66,25 +63,3 @@ def test_measure_reports_a_bad_file_and_exits_nonzero(tmp_path, capsys):
     assert main(["measure", str(bad), "--out", str(tmp_path / "out")]) == 2
     assert "bad.fits" in capsys.readouterr().err
     assert not (tmp_path / "out" / "src.fits").exists()
-
-
-def test_demo_runs_as_a_new_user_runs_it(tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "calibstream.cli",
-            "demo",
-            "--out",
-            str(tmp_path),
-            "--size",
-            "768",
-            "768",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
-    assert "PSF flux / true flux" in result.stdout
-    assert (tmp_path / "measured" / "1000" / "src.fits").is_file()

@@ -1,0 +1,134 @@
+"""The ``calibstream`` command: the core's subcommands plus the streaming service's."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from calibstream import cli as core_cli
+from calibstream.errors import CalibstreamError
+from calibstream.runtime import reuse_freed_memory
+from streams.settings import Deployment, load_deployment
+
+
+def _deployment(args: argparse.Namespace) -> Deployment:
+    return load_deployment(
+        args.config,
+        broker=args.broker,
+        redis=args.redis,
+        refcat=args.refcat,
+        photometry_refcat=getattr(args, "photometry_refcat", None),
+        output_root=args.out,
+        science_processes=getattr(args, "processes", None),
+    )
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from streams.worker import run_worker
+
+    return run_worker(_deployment(args), loglevel=args.loglevel)
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from streams.worker import submit
+
+    for path, expid in submit([Path(p) for p in args.exposures], _deployment(args).stream):
+        print(f"{path}: submitted EXPID {expid}")
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from streams.replay import replay, start_point
+
+    deployment = _deployment(args)
+    report = replay(
+        deployment,
+        role=args.topic,
+        start=start_point(args.from_offset, args.from_time),
+        until=start_point(args.until_offset, args.until_time)
+        if args.until_offset is not None or args.until_time
+        else None,
+        partitions=args.partition,
+    )
+    print(report.describe())
+    return 0 if report.failed == 0 else 1
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from streams.demo import run_demo
+
+    return run_demo(Path(args.out), n=args.n, size=tuple(args.size), seed=args.seed)
+
+
+def _service_options(p: argparse.ArgumentParser, out_default: str | None = None) -> None:
+    p.add_argument("--config", default=None, help="TOML file: [stream] and the science tables")
+    p.add_argument("--broker", default=None, help="broker URL, e.g. kafka://127.0.0.1:9092")
+    p.add_argument("--redis", default=None, help="Redis URL (none: run without Redis)")
+    p.add_argument("--refcat", default=None, help="reference catalog store")
+    p.add_argument("--out", default=out_default, help="output root")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = core_cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+
+    p = sub.add_parser("worker", help="run a streaming worker (workers of one app share the work)")
+    _service_options(p)
+    p.add_argument("--photometry-refcat", default=None, help="a separate photometric store")
+    p.add_argument("--processes", type=int, default=None, help="science processes")
+    p.add_argument("--loglevel", default="info")
+    p.set_defaults(func=_worker)
+
+    p = sub.add_parser("submit", help="produce a characterized-exposure event per file")
+    p.add_argument("exposures", nargs="+")
+    _service_options(p)
+    p.set_defaults(func=_submit)
+
+    p = sub.add_parser("replay", help="re-process an archived topic from an offset or a time")
+    _service_options(p)
+    p.add_argument(
+        "--topic",
+        default="exposures",
+        choices=["exposures", "detections", "matches", "zeropoints", "failures"],
+        help="which topic to replay (the chain runs on from its stage)",
+    )
+    start = p.add_mutually_exclusive_group(required=True)
+    start.add_argument("--from-offset", type=int, default=None)
+    start.add_argument("--from-time", default=None, help="ISO time (UTC if no zone)")
+    until = p.add_mutually_exclusive_group()
+    until.add_argument("--until-offset", type=int, default=None, help="stop before this offset")
+    until.add_argument("--until-time", default=None, help="stop at records after this time")
+    p.add_argument(
+        "--partition",
+        type=int,
+        action="append",
+        default=None,
+        help="only this partition (repeatable; default: all)",
+    )
+    p.set_defaults(func=_replay)
+
+    p = sub.add_parser("demo", help="the embedded default: broker, Redis, a worker, exposures")
+    p.add_argument("--out", default="demo-output")
+    p.add_argument("--n", type=int, default=6, help="exposures (one of them deliberately broken)")
+    p.add_argument("--size", type=int, nargs=2, default=(2048, 2048), metavar=("NX", "NY"))
+    p.add_argument("--seed", type=int, default=1)
+    p.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    reuse_freed_memory()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        return int(args.func(args))
+    except CalibstreamError as exc:
+        print(f"calibstream: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""The science pool: where the CPU-bound steps run, off the worker's event loop.
+
+A long exposure never blocks the loop, so the worker keeps heartbeating and the
+group never rebalances because of it. Processes are spawned (not forked from a
+process with threads) and each builds its :class:`~streams.steps.Context` once.
+``processes = 0`` runs the steps in one thread of the worker itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+from calibstream.errors import CalibstreamError
+from calibstream.runtime import reuse_freed_memory
+from streams import steps
+from streams.readmodel import RedisReadModel
+from streams.settings import Deployment
+
+log = logging.getLogger("calibstream.science")
+
+_CONTEXT: steps.Context | None = None
+
+
+def _init(deployment: Deployment) -> None:
+    global _CONTEXT
+    reuse_freed_memory()
+    stream = deployment.stream
+    _CONTEXT = steps.Context(stream, deployment.science, RedisReadModel(stream.redis))
+
+
+def _run(agent: str, message: steps.Message) -> list[steps.Output]:
+    assert _CONTEXT is not None, "the science pool was not initialised"
+    return steps.run(_CONTEXT, agent, message)
+
+
+class SciencePool:
+    """Runs ``steps.run`` for the agents, in a pool sized by configuration."""
+
+    def __init__(self, deployment: Deployment) -> None:
+        self.deployment = deployment
+        self._executor = self._start()
+
+    def _start(self) -> Executor:
+        n = self.deployment.stream.science_processes
+        if n <= 0:
+            _init(self.deployment)
+            return ThreadPoolExecutor(1, thread_name_prefix="science")
+        return ProcessPoolExecutor(
+            n,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init,
+            initargs=(self.deployment,),
+        )
+
+    async def run(self, agent: str, message: steps.Message) -> list[steps.Output]:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, _run, agent, message)
+        except BrokenProcessPool:
+            # A science process died (killed, out of memory, a crash in C): the
+            # message gets a failure event and a fresh pool takes the next ones.
+            log.error(
+                "%s: a science process died on %s[%d]@%d; restarting the pool",
+                agent,
+                message.topic,
+                message.partition,
+                message.offset,
+            )
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = self._start()
+            error = CalibstreamError("the science process died on this event", where=agent)
+            return [steps.failure_output(agent, error, message)]
+
+    async def warm_up(self) -> None:
+        """Start every process now (imports take seconds), not on the first exposure."""
+        loop = asyncio.get_running_loop()
+        n = max(1, self.deployment.stream.science_processes)
+        await asyncio.gather(*(loop.run_in_executor(self._executor, _ready) for _ in range(n)))
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _ready() -> bool:
+    return _CONTEXT is not None

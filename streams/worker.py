@@ -1,0 +1,90 @@
+"""``calibstream worker``: one faust worker of the consumer group, and ``submit``.
+
+Several workers with the same ``app_id`` split the partitions between them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
+import faust
+from aiokafka import AIOKafkaProducer
+
+from calibstream.exposure import read_metadata
+from streams import events
+from streams.app import build_service
+from streams.codec import encode
+from streams.services import acreate_topics, run_sync
+from streams.settings import Deployment, StreamSettings
+
+log = logging.getLogger("calibstream.worker")
+
+
+async def ensure_topics(stream: StreamSettings) -> None:
+    """Create every topic with its partition count (never let the broker auto-create one)."""
+    config = {"max.message.bytes": str(stream.max_message_bytes)}
+    await acreate_topics(
+        stream.bootstrap,
+        stream.topics,
+        replication_factor=stream.replication,
+        configs={name: config for name in stream.topics},
+    )
+
+
+def run_worker(deployment: Deployment, loglevel: str = "info") -> int:
+    """Run a worker until it is stopped (SIGTERM, SIGINT)."""
+    run_sync(lambda: ensure_topics(deployment.stream))
+    service = build_service(deployment)
+
+    @service.app.task
+    async def warm_up() -> None:
+        await service.science.warm_up()
+        log.info("science pool ready (%d process(es))", deployment.stream.science_processes)
+
+    worker = faust.Worker(service.app, loglevel=loglevel, redirect_stdouts=False)
+    worker.execute_from_commandline()
+    return 0
+
+
+def producer(stream: StreamSettings) -> AIOKafkaProducer:
+    """A plain producer as the service's: acks=all, one record per batch, not idempotent."""
+    return AIOKafkaProducer(
+        bootstrap_servers=stream.bootstrap,
+        acks="all",
+        linger_ms=0,
+        max_batch_size=max(16384, stream.max_message_bytes),
+        max_request_size=stream.max_message_bytes,
+        enable_idempotence=False,
+    )
+
+
+async def asubmit(paths: Iterable[Path], stream: StreamSettings) -> list[tuple[Path, int]]:
+    """A characterized-exposure event per file, keyed by EXPID; returns (path, EXPID) sent.
+
+    The metadata is the file's primary header; a file without a readable one
+    raises (its producer must describe it). The URI is the absolute path.
+    """
+    await ensure_topics(stream)
+    sent = []
+    client = producer(stream)
+    await client.start()
+    try:
+        for path in paths:
+            path = Path(path).resolve()
+            metadata = read_metadata(path)
+            record = events.characterized_exposure_event(metadata, str(path))
+            await client.send_and_wait(
+                stream.topic("exposures"),
+                encode("characterized_exposure", record),
+                key=events.exposure_key(metadata.expid),
+            )
+            sent.append((path, metadata.expid))
+    finally:
+        await client.stop()
+    return sent
+
+
+def submit(paths: Iterable[Path], stream: StreamSettings) -> list[tuple[Path, int]]:
+    return run_sync(lambda: asubmit(list(paths), stream))
