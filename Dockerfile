@@ -6,5 +6,6 @@ COPY calibstream ./calibstream
 COPY streams ./streams
 COPY agents ./agents
 COPY schemas ./schemas
-RUN pip install --no-cache-dir .
+# editable: the schemas/ folder stays beside the packages that read it
+RUN pip install --no-cache-dir -e .
 ENTRYPOINT ["calibstream"]

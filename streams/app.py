@@ -45,6 +45,15 @@ class Service:
         )
         outputs = await self.science.run(agent, message)
         await self.publish(outputs)
+        log.info(
+            "%s %s[%d]@%d key %s -> %s",
+            agent,
+            message.topic,
+            message.partition,
+            message.offset,
+            None if message.key is None else message.key.decode(errors="replace"),
+            ",".join(o.role for o in outputs) or "-",
+        )
 
     async def publish(self, outputs: Iterable[steps.Output]) -> None:
         for output in outputs:

@@ -846,6 +846,52 @@ class RedisServer(_Process):
 
 
 # --------------------------------------------------------------------------------------------
+# A calibstream worker
+
+
+class WorkerProcess(_Process):
+    """``calibstream worker --config FILE`` as a subprocess: ready once its science pool is
+    up and the group has given it partitions (the first exposure then meets no start-up)."""
+
+    name = "worker"
+    READY = ("science pool ready", "Setting newly assigned partitions")
+
+    def __init__(
+        self,
+        config: str | os.PathLike[str],
+        workdir: str | os.PathLike[str] | None = None,
+        *,
+        start_timeout: float = 90.0,
+    ) -> None:
+        super().__init__(workdir, start_timeout)
+        self.config = Path(config).resolve()
+
+    def _command(self) -> list[str]:
+        return [sys.executable, "-m", "streams.cli", "worker", "--config", str(self.config)]
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        while time.monotonic() < deadline:
+            if not self.running:
+                raise ServiceError("the worker exited while starting")
+            with open(self.log_path, "rb") as log:
+                log.seek(max(0, offset - 200))
+                text = log.read().decode(errors="replace")
+            if all(mark in text for mark in self.READY):
+                return
+            time.sleep(0.1)
+        raise ServiceError(f"the worker was not ready after {timeout:.0f} s")
+
+    def kill(self) -> None:
+        """``kill -9`` the worker and its science processes (its whole session)."""
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        super().kill()
+
+
+# --------------------------------------------------------------------------------------------
 # Command line: python -m streams.services fetch-kafka | status | run SERVICE
 
 

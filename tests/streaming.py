@@ -166,7 +166,9 @@ def same_folders(a: Path, b: Path, names: list[str]) -> list[str]:
         if files != sorted(p.name for p in right.iterdir()):
             differ.append(f"{name}: files {files}")
             continue
-        differ += [f"{name}/{f}" for f in files if (left / f).read_bytes() != (right / f).read_bytes()]
+        differ += [
+            f"{name}/{f}" for f in files if (left / f).read_bytes() != (right / f).read_bytes()
+        ]
     return differ
 
 

@@ -146,7 +146,7 @@ def test_redis_holds_the_ledger_and_metrics(survey, streamed):
 
 
 def test_replay_from_offset_zero_changes_nothing(survey, streamed):
-    work, _, config, found, *_ = streamed
+    work, _, config, *_ = streamed
     before = {
         p: (p.stat().st_ino, p.stat().st_mtime_ns)
         for p in (work / "out" / "exposures").glob("*/*")

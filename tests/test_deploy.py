@@ -1,0 +1,26 @@
+"""docker-compose.yml (the production shape) agrees with the configuration its workers read."""
+
+from __future__ import annotations
+
+import re
+
+import yaml
+from conftest import REPO
+
+from streams.settings import load_deployment
+
+
+def test_compose_creates_every_topic_the_workers_use_with_their_partitions():
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    stream = load_deployment(REPO / "deploy" / "stream.toml").stream
+    script = compose["services"]["topics"]["command"][0]
+    roles = re.search(r"for role in ([a-z ]+); do", script).group(1).split()
+    created = {f"calibstream.{role}" for role in roles}
+    assert created == set(stream.topics)
+    assert f"--partitions {stream.partitions}" in script
+    assert f"max.message.bytes={stream.max_message_bytes}" in script
+    worker = compose["services"]["worker"]
+    config = worker["command"][worker["command"].index("--config") + 1]
+    assert any(v.endswith(f":{config}:ro") and v.startswith("./deploy/stream.toml")
+               for v in worker["volumes"])
+    assert stream.broker == "kafka://kafka:9092" and stream.redis.startswith("redis://redis:")
