@@ -16,8 +16,19 @@ pytestmark = pytest.mark.slow
 
 def test_demo_streams_exposures_and_stops_what_it_started(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "demo", "--out", str(tmp_path), "--n", "4",
-         "--size", "768", "768"],
+        [
+            sys.executable,
+            "-m",
+            "streams.cli",
+            "demo",
+            "--out",
+            str(tmp_path),
+            "--n",
+            "4",
+            "--size",
+            "768",
+            "768",
+        ],
         capture_output=True,
         text=True,
         timeout=400,

@@ -21,6 +21,8 @@ def test_compose_creates_every_topic_the_workers_use_with_their_partitions():
     assert f"max.message.bytes={stream.max_message_bytes}" in script
     worker = compose["services"]["worker"]
     config = worker["command"][worker["command"].index("--config") + 1]
-    assert any(v.endswith(f":{config}:ro") and v.startswith("./deploy/stream.toml")
-               for v in worker["volumes"])
+    assert any(
+        v.endswith(f":{config}:ro") and v.startswith("./deploy/stream.toml")
+        for v in worker["volumes"]
+    )
     assert stream.broker == "kafka://kafka:9092" and stream.redis.startswith("redis://redis:")
