@@ -9,10 +9,12 @@ the same bytes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -241,6 +243,7 @@ def publish_folder(target: Path, files: Mapping[str, bytes]) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     if _same_contents(target, files):
         return target
+    _remove_stale_staging(target)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.new-"))
     try:
         for name, data in files.items():
@@ -259,6 +262,20 @@ def publish_folder(target: Path, files: Mapping[str, bytes]) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target
+
+
+#: A staging folder this old was left by a writer that died (kill -9) mid-write.
+STALE_STAGING_S = 600.0
+
+
+def _remove_stale_staging(target: Path) -> None:
+    """Remove what writers of ``target`` that died mid-write left beside it (never a live
+    writer's: only folders untouched for :data:`STALE_STAGING_S`)."""
+    now = time.time()
+    for leftover in target.parent.glob(f".{target.name}.*-*"):
+        with contextlib.suppress(OSError):
+            if now - leftover.stat().st_mtime > STALE_STAGING_S:
+                shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _same_contents(folder: Path, files: Mapping[str, bytes]) -> bool:

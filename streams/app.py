@@ -11,8 +11,10 @@ batches) and is not idempotent (the embedded broker refuses it).
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import faust
 
@@ -87,6 +89,8 @@ def build_service(deployment: Deployment, science: SciencePool | None = None) ->
         web_port=stream.web_port or 6066,
         web_bind="127.0.0.1",
         store="memory://",
+        # faust keeps table state there (this app has none): local, not the cwd
+        datadir=str(Path(tempfile.gettempdir()) / "calibstream-faust" / stream.app_id),
     )
     topics = {
         role: app.topic(

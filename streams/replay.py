@@ -27,7 +27,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from calibstream.errors import ConfigError
 from streams import steps
 from streams.readmodel import RedisReadModel
-from streams.services import run_sync
+from streams.services import run_sync, topic_partitions
 from streams.settings import Deployment
 
 log = logging.getLogger("calibstream.replay")
@@ -121,10 +121,7 @@ async def areplay(
     )
     await consumer.start()
     try:
-        known = consumer.partitions_for_topic(topic) or set()
-        if not known:
-            await consumer.topics()  # refresh metadata once
-            known = consumer.partitions_for_topic(topic) or set()
+        known = await topic_partitions(stream.bootstrap, topic)
         if not known:
             raise ConfigError(f"topic {topic} does not exist", where="replay")
         tps = [TopicPartition(topic, p) for p in sorted(partitions or known)]

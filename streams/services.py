@@ -222,6 +222,27 @@ async def acreate_topics(
         await admin.close()
 
 
+async def topic_partitions(bootstrap: str, topic: str, timeout: float = 10.0) -> list[int]:
+    """The partition ids of ``topic`` (empty when it does not exist), from the broker's
+    metadata. (A consumer's own metadata may not name the topic yet: Apache Kafka lists no
+    topic in a client's bootstrap metadata, and ``consumer.topics()`` does not update it.)"""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        request_timeout_ms=int(timeout * 1000),
+        client_id="calibstream-admin",
+    )
+    await admin.start()
+    try:
+        [described] = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    if described["error_code"] != 0:
+        return []
+    return sorted(p["partition"] for p in described["partitions"])
+
+
 def create_topics(bootstrap: str, topics: Mapping[str, int], **kwargs: Any) -> None:
     """Synchronous :func:`acreate_topics`."""
     run_sync(lambda: acreate_topics(bootstrap, topics, **kwargs))

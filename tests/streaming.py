@@ -21,6 +21,7 @@ from astropy.io import fits
 
 from calibstream.cli import main as core_main
 from streams.codec import decode
+from streams.services import topic_partitions
 
 OUTPUT_FILES = ("calexp.fits", "src.fits", "matches.fits", "background.fits", "summary.json")
 
@@ -182,8 +183,8 @@ def read_topic(bootstrap: str, topic: str, timeout: float = 5.0) -> list:
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
         await consumer.start()
         try:
-            await consumer.topics()
-            tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+            tps = [TopicPartition(topic, p) for p in await topic_partitions(bootstrap, topic)]
+            assert tps, f"no topic {topic}"
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
             end = await consumer.end_offsets(tps)

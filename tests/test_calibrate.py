@@ -198,6 +198,13 @@ def test_publish_is_atomic_under_kill_minus_nine(tmp_path):
                 assert names == set(files)
                 assert all((target / n).read_bytes() == files[n] for n in files)
                 seen_complete += 1
-    # A new publish after the crashes still lands the folder whole.
+    # A new publish after the crashes still lands the folder whole, and clears what the
+    # killed writers left beside it once it is stale (never a live writer's folder).
+    leftovers = list(tmp_path.glob(".target.*-*"))
+    publish_folder(tmp_path / "target", {"fresh": b"y"})
+    assert set(tmp_path.glob(".target.*-*")) == set(leftovers), "a fresh staging folder went"
+    for leftover in leftovers:
+        os.utime(leftover, (time.time() - 3600, time.time() - 3600))
     publish_folder(tmp_path / "target", files)
     assert {p.name for p in (tmp_path / "target").iterdir()} == set(files)
+    assert not list(tmp_path.glob(".target.*-*")), "stale staging folders were left"
