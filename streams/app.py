@@ -65,6 +65,8 @@ class Service:
 
 def build_service(deployment: Deployment, science: SciencePool | None = None) -> Service:
     stream = deployment.stream
+    datadir = Path(tempfile.gettempdir()) / "calibstream-faust"
+    datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         stream.app_id,
         broker=stream.broker,
@@ -90,7 +92,7 @@ def build_service(deployment: Deployment, science: SciencePool | None = None) ->
         web_bind="127.0.0.1",
         store="memory://",
         # faust keeps table state there (this app has none): local, not the cwd
-        datadir=str(Path(tempfile.gettempdir()) / "calibstream-faust" / stream.app_id),
+        datadir=str(datadir / stream.app_id),
     )
     topics = {
         role: app.topic(
