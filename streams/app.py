@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from streams import steps
 from streams.science import SciencePool
@@ -63,6 +64,25 @@ class Service:
             await pending  # delivered (acks=all) before the input is acknowledged
 
 
+def _shorter_fetch_wait() -> None:
+    """faust 0.15 hard-codes its worker consumer's ``fetch_max_wait_ms`` to 1500; the
+    embedded broker answers a multi-partition fetch only at that deadline when it has no
+    data, which put ~0.5 s on each of an exposure's four hops. Use the app's setting."""
+    create = faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer
+    if getattr(create, "calibstream", False):
+        return
+
+    def create_worker_consumer(self, transport):  # type: ignore[no-untyped-def]
+        consumer = create(self, transport)
+        wait_ms = getattr(self.app, "fetch_max_wait_ms", None)
+        if wait_ms is not None:
+            consumer._fetch_max_wait_ms = wait_ms  # read by AIOKafkaConsumer.start()
+        return consumer
+
+    create_worker_consumer.calibstream = True  # type: ignore[attr-defined]
+    faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer
+
+
 def build_service(deployment: Deployment, science: SciencePool | None = None) -> Service:
     stream = deployment.stream
     datadir = Path(tempfile.gettempdir()) / "calibstream-faust"
@@ -94,6 +114,8 @@ def build_service(deployment: Deployment, science: SciencePool | None = None) ->
         # faust keeps table state there (this app has none): local, not the cwd
         datadir=str(datadir / stream.app_id),
     )
+    _shorter_fetch_wait()
+    app.fetch_max_wait_ms = stream.fetch_max_wait_ms
     topics = {
         role: app.topic(
             stream.topic(role),

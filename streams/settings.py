@@ -46,6 +46,9 @@ class StreamSettings:
     science_processes: int = 1
     #: Events a worker's agents work on at once (per agent); the pool bounds the CPU.
     concurrency: int = 1
+    #: How long a worker's fetch waits for data (ms): the latency of each of the four hops
+    #: of an exposure when the topics are idle (faust's own, fixed, is 1500).
+    fetch_max_wait_ms: int = 100
     session_timeout_s: float = 10.0  # consumer group session (heartbeats every third of it)
     web_port: int | None = None  # faust's web server; None: off
     #: Largest event (producer request and topic ``max.message.bytes``): a zero-point
