@@ -71,10 +71,7 @@ from streams.services import (  # noqa: E402
     WorkerProcess,
     acreate_topics,
 )
-from streams.settings import (
-    StreamSettings,
-    load_deployment,
-)
+from streams.settings import StreamSettings, load_deployment  # noqa: E402
 from streams.worker import submit  # noqa: E402
 
 #: ``calibstream calibrate``'s loop (calibstream.cli._calibrate without tqdm), timed after
