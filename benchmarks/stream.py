@@ -32,8 +32,8 @@ topic the workers read (5 topics x --partitions), with the consumer's ``fetch_ma
 the workers use. faust 0.15 hard-codes 1500 ms for its worker consumers; Tansu 0.6 answers
 a fetch of more than one partition only after ~480 ms when no data was there at first (one
 partition, or Apache Kafka: a few ms), so each of the 4 hops of an exposure costs ~0.5 s
-there. ``--fetch-max-wait-ms 100`` runs the workers with that consumer setting patched
-(the benchmark's own wrapper, the service is unchanged) to show what that fix would give;
+there. The service sets it (``[stream] fetch_max_wait_ms``, 100 ms by default, see
+streams/app.py); ``--fetch-max-wait-ms MS`` runs the workers with another value;
 ``--broker kafka`` runs the same on Apache Kafka (``python -m streams.services fetch-kafka``).
 """
 
@@ -71,7 +71,11 @@ from streams.services import (  # noqa: E402
     WorkerProcess,
     acreate_topics,
 )
-from streams.settings import StreamSettings, load_deployment  # noqa: E402
+from streams.settings import (  # noqa: E402
+    StreamSettings,
+    load_deployment,
+    write_stream_config,
+)
 from streams.worker import submit  # noqa: E402
 
 #: ``calibstream calibrate``'s loop (calibstream.cli._calibrate without tqdm), timed after
@@ -95,22 +99,7 @@ for path in paths:
 print(json.dumps({"seconds": seconds, "begin": begin, "end": time.time()}))
 """
 
-#: ``calibstream worker`` with faust's worker consumer fetching with another
-#: ``fetch_max_wait_ms`` (faust 0.15 hard-codes 1500): argv = MS worker --config FILE.
-PATCHED_WORKER = """
-import sys
-from faust.transport.drivers import aiokafka as driver
-wait_ms = int(sys.argv[1])
-create = driver.AIOKafkaConsumerThread._create_worker_consumer
-def patched(self, transport):
-    consumer = create(self, transport)
-    consumer._fetch_max_wait_ms = wait_ms  # read by AIOKafkaConsumer.start()
-    return consumer
-driver.AIOKafkaConsumerThread._create_worker_consumer = patched
-from streams.cli import main
-sys.exit(main(sys.argv[2:]))
-"""
-FAUST_FETCH_MAX_WAIT_MS = StreamSettings().fetch_max_wait_ms  # the service sets it (app.py)
+FETCH_MAX_WAIT_MS = StreamSettings().fetch_max_wait_ms  # the service's default (app.py)
 
 ASSIGNED = "Setting newly assigned partitions"
 TICK = os.sysconf("SC_CLK_TCK")
@@ -160,29 +149,13 @@ def machine_busy_seconds() -> float:
 
 
 class Worker(WorkerProcess):
-    """``calibstream worker``, its consumer's ``fetch_max_wait_ms`` patched when given."""
-
-    def __init__(self, config: Path, workdir: Path, fetch_max_wait_ms: int | None) -> None:
-        super().__init__(config, workdir)
-        self.fetch_max_wait_ms = fetch_max_wait_ms
-
-    def _env(self) -> dict[str, str]:
-        # streams/app.py puts faust's datadir in $TMPDIR/calibstream-faust/<app id> and faust
-        # makes only the last level: give each worker a private $TMPDIR with that folder.
-        tmp = self.workdir / "tmp"
-        (tmp / "calibstream-faust").mkdir(parents=True, exist_ok=True)
-        return {**super()._env(), "TMPDIR": str(tmp)}
+    """``calibstream worker``, and what its log says it persisted."""
 
     def persisted(self) -> list[str]:
         """The EXPIDs this worker's sink persisted (its log's per-message lines)."""
         text = self.log_path.read_text(errors="replace")
         return re.findall(r"\bsink \S+\[\d+\]@\d+ key (\S+) ->", text)
 
-    def _command(self) -> list[str]:
-        if self.fetch_max_wait_ms is None:
-            return super()._command()
-        wait = str(self.fetch_max_wait_ms)
-        return [sys.executable, "-c", PATCHED_WORKER, wait, "worker", "--config", str(self.config)]
 
 
 def hop_latency(bootstrap: str, partitions: int, fetch_max_wait_ms: int, n: int = 8) -> list:
@@ -309,12 +282,6 @@ class StreamRun:
     extra: dict = field(default_factory=dict)
 
 
-def write_config(path: Path, **stream: object) -> Path:
-    lines = ["[stream]", *(f"{k} = {json.dumps(v)}" for k, v in stream.items())]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
 def wait_for_folders(root: Path, expids: list[int], timeout: float, workers) -> None:
     base = root / "exposures"
     deadline = time.monotonic() + timeout
@@ -355,7 +322,7 @@ def run_stream(
     expids = [int(fits.getheader(p, 0)["EXPID"]) for p in paths]
     out = work / "out"
     with RedisServer(work / "redis") as redis:
-        config = write_config(
+        config = write_stream_config(
             work / "stream.toml",
             broker=broker.url,
             redis=redis.url,
@@ -366,11 +333,12 @@ def run_stream(
             partitions=partitions,
             session_timeout_s=6.0,
             science_processes=1,
+            fetch_max_wait_ms=fetch_max_wait_ms,
         )
         workers: list[Worker] = []
         try:
             for i in range(n_workers):  # one by one: each ready (pool up, partitions) first
-                worker = Worker(config, work / f"worker{i}", fetch_max_wait_ms)
+                worker = Worker(config, work / f"worker{i}")
                 workers.append(worker)
                 worker.start()
             owned = wait_settled(workers, prefix + "exposures", partitions)
@@ -506,7 +474,7 @@ def main() -> None:
         "--fetch-max-wait-ms",
         type=int,
         default=None,
-        help=f"patch the workers' consumers (service default: {FAUST_FETCH_MAX_WAIT_MS})",
+        help=f"the workers' fetch wait (service default: {FETCH_MAX_WAIT_MS})",
     )
     args = parser.parse_args()
     cores = os.cpu_count() or 1
@@ -537,7 +505,7 @@ def main() -> None:
         print(f"batch calibrate: {batch['before'].wall:.2f} s", flush=True)
         kind = TansuBroker if args.broker == "tansu" else KafkaBroker
         with kind(work / args.broker) as broker:
-            wait = args.fetch_max_wait_ms or FAUST_FETCH_MAX_WAIT_MS
+            wait = args.fetch_max_wait_ms or FETCH_MAX_WAIT_MS
             hops = hop_latency(broker.bootstrap, args.partitions, wait)
             tries: dict[int, list[StreamRun]] = {1: [], 2: []}
             for attempt in range(args.repeat):  # 1 then 2 workers, alternating

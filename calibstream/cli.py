@@ -107,8 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
+    """Run a subcommand of ``parser`` (by default the core's); a typed error exits 2."""
+    args = (parser or build_parser()).parse_args(argv)
     reuse_freed_memory()
     try:
         return int(args.func(args))

@@ -9,8 +9,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from calibstream import cli as core_cli
-from calibstream.errors import CalibstreamError
-from calibstream.runtime import reuse_freed_memory
 from streams.settings import Deployment, load_deployment
 
 
@@ -120,14 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    reuse_freed_memory()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    try:
-        return int(args.func(args))
-    except CalibstreamError as exc:
-        print(f"calibstream: {exc}", file=sys.stderr)
-        return 2
+    return core_cli.main(argv, build_parser())
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from calibstream.refcat import ingest_refcat
 from calibstream.simulate import write_simulation
 from streams.readmodel import RedisReadModel
 from streams.services import RedisServer, ServiceUnavailable, TansuBroker, WorkerProcess
-from streams.settings import StreamSettings
+from streams.settings import StreamSettings, write_stream_config
 from streams.worker import submit
 
 TIMEOUT_S = 600
@@ -49,7 +49,7 @@ def run_demo(out: Path, n: int = 6, size: tuple[int, int] = (2048, 2048), seed: 
             output_root=str(out / "results"),
             session_timeout_s=6.0,
         )
-        config = _write_config(out / "stream.toml", stream)
+        config = write_stream_config(out / "stream.toml", **vars(stream))
         worker = running.enter_context(WorkerProcess(config, out / "worker"))
         print(f"worker ready (log: {worker.log_path})")
 
@@ -86,15 +86,6 @@ def _simulate(out: Path, n: int, size: tuple[int, int], seed: int) -> list[Path]
     data = broken.read_bytes()
     broken.write_bytes(data[: len(data) // 2])
     return [*good, broken]
-
-
-def _write_config(path: Path, stream: StreamSettings) -> Path:
-    lines = ["[stream]"]
-    for key, value in vars(stream).items():
-        if value is not None:
-            lines.append(f"{key} = {json.dumps(value)}")
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def _follow(root: Path, expected: set[int], worker: WorkerProcess) -> dict[int, dict]:

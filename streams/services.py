@@ -313,6 +313,20 @@ class _Process:
     def _prepare(self) -> None:
         """Before each start (write configuration, format storage…)."""
 
+    def _poll_ready(
+        self, ready: Callable[[], bool], what: str, timeout: float, interval: float
+    ) -> None:
+        """Poll ``ready`` until it holds; :class:`ServiceError` when the process exits first
+        or ``timeout`` seconds pass."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.running:
+                raise ServiceError(f"{what} exited while starting")
+            if ready():
+                return
+            time.sleep(interval)
+        raise ServiceError(f"{what} was not ready after {timeout:.0f} s")
+
     # -- common
     @property
     def log_path(self) -> Path:
@@ -438,7 +452,30 @@ def tansu_binary() -> str:
         raise ServiceUnavailable(f"no Tansu broker binary: {exc}") from exc
 
 
-class TansuBroker(_Process):
+class _LoopbackServer(_Process):
+    """A server binary listening on one loopback port (``port``: a free one by default)."""
+
+    find_binary: Callable[[], str]
+
+    def __init__(
+        self,
+        workdir: str | os.PathLike[str] | None = None,
+        *,
+        port: int | None = None,
+        binary: str | None = None,
+        start_timeout: float = 15.0,
+    ) -> None:
+        self.binary = binary or self.find_binary()
+        super().__init__(workdir, start_timeout)
+        self.port = port or free_port()
+
+    @property
+    def bootstrap(self) -> str:
+        """``host:port`` (for aiokafka's ``bootstrap_servers``)."""
+        return f"{HOST}:{self.port}"
+
+
+class TansuBroker(_LoopbackServer):
     """The embedded Kafka-compatible broker (Tansu 0.6, memory storage).
 
     Known limits of this broker, which code and tests run through it must respect: a restart
@@ -451,23 +488,7 @@ class TansuBroker(_Process):
     """
 
     name = "tansu"
-
-    def __init__(
-        self,
-        workdir: str | os.PathLike[str] | None = None,
-        *,
-        port: int | None = None,
-        binary: str | None = None,
-        start_timeout: float = 15.0,
-    ) -> None:
-        self.binary = binary or tansu_binary()
-        super().__init__(workdir, start_timeout)
-        self.port = port or free_port()
-
-    @property
-    def bootstrap(self) -> str:
-        """``host:port`` for aiokafka's ``bootstrap_servers``."""
-        return f"{HOST}:{self.port}"
+    find_binary = staticmethod(tansu_binary)
 
     @property
     def url(self) -> str:
@@ -811,26 +832,11 @@ def redis_ping(url: str, timeout: float = 1.0) -> bool:
         client.close()
 
 
-class RedisServer(_Process):
+class RedisServer(_LoopbackServer):
     """``redis-server`` on a loopback port, without persistence (a cache and read model only)."""
 
     name = "redis"
-
-    def __init__(
-        self,
-        workdir: str | os.PathLike[str] | None = None,
-        *,
-        port: int | None = None,
-        binary: str | None = None,
-        start_timeout: float = 15.0,
-    ) -> None:
-        self.binary = binary or redis_server_binary()
-        super().__init__(workdir, start_timeout)
-        self.port = port or free_port()
-
-    @property
-    def bootstrap(self) -> str:
-        return f"{HOST}:{self.port}"
+    find_binary = staticmethod(redis_server_binary)
 
     @property
     def url(self) -> str:
@@ -856,14 +862,12 @@ class RedisServer(_Process):
         ]
 
     def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.running:
-                raise ServiceError(f"redis-server on port {self.port} exited while starting")
-            if port_open(HOST, self.port) and redis_ping(self.url, 1.0):
-                return
-            time.sleep(0.02)
-        raise ServiceError(f"redis-server on port {self.port} not ready after {timeout:.0f} s")
+        self._poll_ready(
+            lambda: port_open(HOST, self.port) and redis_ping(self.url, 1.0),
+            f"redis-server on port {self.port}",
+            timeout,
+            0.02,
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -891,18 +895,15 @@ class WorkerProcess(_Process):
         return [sys.executable, "-m", "streams.cli", "worker", "--config", str(self.config)]
 
     def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        while time.monotonic() < deadline:
-            if not self.running:
-                raise ServiceError("the worker exited while starting")
+
+        def ready() -> bool:
             with open(self.log_path, "rb") as log:
                 log.seek(max(0, offset - 200))
                 text = log.read().decode(errors="replace")
-            if all(mark in text for mark in self.READY):
-                return
-            time.sleep(0.1)
-        raise ServiceError(f"the worker was not ready after {timeout:.0f} s")
+            return all(mark in text for mark in self.READY)
+
+        self._poll_ready(ready, "the worker", timeout, 0.1)
 
     def kill(self) -> None:
         """``kill -9`` the worker and its science processes (its whole session)."""

@@ -17,9 +17,11 @@ Every key has a default below; unknown keys are an error.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tomllib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from calibstream.config import Config, config_from_dict
@@ -95,3 +97,16 @@ def load_deployment(path: str | os.PathLike[str] | None = None, **overrides: Any
     if unknown:
         raise ConfigError(f"unknown keys {sorted(unknown)}", where="stream")
     return Deployment(StreamSettings(**stream), config_from_dict(data))
+
+
+def write_stream_config(path: str | os.PathLike[str], **stream: Any) -> Path:
+    """A TOML file holding these ``[stream]`` keys (None values left out: their defaults)."""
+    known = {f.name for f in dataclasses.fields(StreamSettings)}
+    unknown = set(stream) - known
+    if unknown:
+        raise ConfigError(f"unknown keys {sorted(unknown)}", where="stream")
+    lines = ["[stream]"]
+    lines += [f"{key} = {json.dumps(value)}" for key, value in stream.items() if value is not None]
+    path = Path(path)
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -22,6 +22,7 @@ from astropy.io import fits
 from calibstream.cli import main as core_main
 from streams.codec import decode
 from streams.services import topic_partitions
+from streams.settings import write_stream_config as write_config  # noqa: F401 (for the tests)
 
 OUTPUT_FILES = ("calexp.fits", "src.fits", "matches.fits", "background.fits", "summary.json")
 
@@ -80,15 +81,6 @@ def make_survey(root: Path, n_good: int, size: int = 1024, seed: int = 5) -> Sur
 
 def expid_of(path: Path) -> int:
     return int(fits.getheader(path, 0)["EXPID"])
-
-
-def write_config(path: Path, **stream: object) -> Path:
-    """A TOML file with a ``[stream]`` table."""
-    lines = ["[stream]"]
-    for key, value in stream.items():
-        lines.append(f"{key} = {json.dumps(value)}")
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 class Worker:
