@@ -246,9 +246,14 @@ def failure_output(
         except CodecError:
             event = {}
     original = event.get("input", event)  # a downstream event keeps its input event whole
+    if not isinstance(original, Mapping):  # a failure event keeps its input as bytes
+        original = {}
     metadata = None
-    if getattr(exc, "stage", None) != "read":  # as the batch command: none unless read
-        metadata = event.get("metadata") or events.input_metadata(original)
+    # As the batch command: the metadata, unless the file could not be read.
+    if getattr(exc, "stage", None) != "read":
+        metadata = event.get("metadata")
+        if metadata is None and "exposure_id" in original:
+            metadata = events.input_metadata(original)
     record = events.failure_event(
         getattr(exc, "stage", None) or agent,
         exc,
