@@ -55,10 +55,23 @@ def _replay(args: argparse.Namespace) -> int:
     return 0 if report.failed == 0 else 1
 
 
+def _dashboard(args: argparse.Namespace) -> int:
+    from streams.dashboard import run_dashboard
+
+    return run_dashboard(_deployment(args), host=args.host, port=args.port)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from streams.demo import run_demo
 
-    return run_demo(Path(args.out), n=args.n, size=tuple(args.size), seed=args.seed)
+    return run_demo(
+        Path(args.out),
+        n=args.n,
+        size=tuple(args.size),
+        seed=args.seed,
+        dashboard_port=args.port,
+        keep=args.keep,
+    )
 
 
 def _service_options(p: argparse.ArgumentParser, out_default: str | None = None) -> None:
@@ -108,8 +121,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_replay)
 
+    p = sub.add_parser("dashboard", help="serve the monitoring page, its JSON API and /metrics")
+    _service_options(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0: all)")
+    p.add_argument("--port", type=int, default=8765)
+    p.set_defaults(func=_dashboard)
+
     p = sub.add_parser("demo", help="the embedded default: broker, Redis, a worker, exposures")
     p.add_argument("--out", default="demo-output")
+    p.add_argument("--port", type=int, default=8765, help="the dashboard's port (0: any free)")
+    p.add_argument(
+        "--keep", action="store_true", help="keep everything running (and the dashboard) until ^C"
+    )
     p.add_argument("--n", type=int, default=6, help="exposures (one of them deliberately broken)")
     p.add_argument("--size", type=int, nargs=2, default=(2048, 2048), metavar=("NX", "NY"))
     p.add_argument("--seed", type=int, default=1)

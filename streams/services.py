@@ -913,6 +913,38 @@ class WorkerProcess(_Process):
         super().kill()
 
 
+class DashboardProcess(_Process):
+    """``calibstream dashboard --config FILE --port P`` as a subprocess: ready when it
+    answers HTTP on its port."""
+
+    name = "dashboard"
+
+    def __init__(
+        self,
+        config: str | os.PathLike[str],
+        workdir: str | os.PathLike[str] | None = None,
+        *,
+        port: int | None = None,
+        start_timeout: float = 60.0,
+    ) -> None:
+        super().__init__(workdir, start_timeout)
+        self.config = Path(config).resolve()
+        self.port = port or free_port()
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}/"
+
+    def _command(self) -> list[str]:
+        return [
+            *(sys.executable, "-m", "streams.cli", "dashboard"),
+            *("--config", str(self.config), "--host", HOST, "--port", str(self.port)),
+        ]
+
+    def _wait_ready(self, timeout: float) -> None:
+        self._poll_ready(lambda: port_open(HOST, self.port), "the dashboard", timeout, 0.1)
+
+
 # --------------------------------------------------------------------------------------------
 # Command line: python -m streams.services fetch-kafka | status | run SERVICE
 

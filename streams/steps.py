@@ -134,6 +134,8 @@ def persist(ctx: Context, event: Mapping[str, Any]) -> list[Output]:
     folder = write_calibration(calibrated, ctx.root)
     expid = int(event["exposure_id"])
     done_ms = events.now_ms()
+    latency_s = (done_ms - event["input"]["submitted_ms"]) / 1000
+    ctx.readmodel.observe("latency_seconds", "persisted", latency_s)
     ctx.readmodel.record_persisted(expid, {"status": "ok", "folder": str(folder)})
     ctx.readmodel.record_metrics(
         expid,
@@ -149,7 +151,7 @@ def persist(ctx: Context, event: Mapping[str, Any]) -> list[Output]:
             "n_sources": event["n_sources"],
             "submitted_ms": event["input"]["submitted_ms"],
             "persisted_ms": done_ms,
-            "latency_s": (done_ms - event["input"]["submitted_ms"]) / 1000,
+            "latency_s": latency_s,
             "timings": event["timings"],
         },
     )
@@ -206,11 +208,14 @@ def run(ctx: Context, agent: str, message: Message) -> list[Output]:
             message.offset,
             exc,
         )
+        ctx.readmodel.incr(f"deadletter:{agent}")
         return [_dead_letter(message, exc)]
     event = decoded.record
+    start = time.perf_counter()
     try:
         outputs = step(ctx, event)
     except Exception as exc:  # a calibstream error, or a bug: either way a failure event
+        ctx.readmodel.observe("stage_seconds", agent, time.perf_counter() - start)
         if agent == "sink-failures":  # never answer a failure with a failure
             log.exception(
                 "sink: cannot persist failure %s[%d]@%d",
@@ -227,7 +232,9 @@ def run(ctx: Context, agent: str, message: Message) -> list[Output]:
                 message.partition,
                 message.offset,
             )
+        ctx.readmodel.incr(f"failed:{getattr(exc, 'stage', None) or agent}")
         return [failure_output(agent, exc, message, event)]
+    ctx.readmodel.observe("stage_seconds", agent, time.perf_counter() - start)
     ctx.readmodel.incr(f"processed:{agent}")
     return outputs
 

@@ -28,6 +28,8 @@ def test_demo_streams_exposures_and_stops_what_it_started(tmp_path):
             "--size",
             "768",
             "768",
+            "--port",
+            "0",
         ],
         capture_output=True,
         text=True,
@@ -47,6 +49,9 @@ def test_demo_streams_exposures_and_stops_what_it_started(tmp_path):
         assert summary["status"] == "ok"
         assert f"{summary['header']['MAGZERO']:.4f}" == magzero
     assert not port_open("127.0.0.1", int(broker.group(1))), "the broker was left running"
+    dashboard = re.search(r"dashboard at http://127\.0\.0\.1:(\d+)/", out)
+    assert dashboard, out
+    assert not port_open("127.0.0.1", int(dashboard.group(1))), "the dashboard was left running"
     redis = re.search(r"Redis at 127\.0\.0\.1:(\d+)", out)
     if redis:
         assert not port_open("127.0.0.1", int(redis.group(1))), "Redis was left running"

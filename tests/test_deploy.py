@@ -26,3 +26,15 @@ def test_compose_creates_every_topic_the_workers_use_with_their_partitions():
         for v in worker["volumes"]
     )
     assert stream.broker == "kafka://kafka:9092" and stream.redis.startswith("redis://redis:")
+
+
+def test_every_service_command_is_one_the_cli_accepts():
+    from streams.cli import build_parser
+
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    for name in ("worker", "dashboard"):
+        args = build_parser().parse_args(compose["services"][name]["command"])
+        assert args.func.__name__ == f"_{name}"
+    dashboard = build_parser().parse_args(compose["services"]["dashboard"]["command"])
+    published = compose["services"]["dashboard"]["ports"][0].split(":")[-1]
+    assert (dashboard.host, str(dashboard.port)) == ("0.0.0.0", published)

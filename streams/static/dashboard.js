@@ -1,0 +1,269 @@
+// The monitoring page: first a page of exposures from the JSON API, then live updates
+// from /api/events (server-sent events). Filters go to the API and to the live rows.
+"use strict";
+
+const PAGE = 2000; // exposures per page: older ones on demand ("load older")
+const BAND_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"];
+
+const state = {
+  rows: new Map(), // expid -> row (ok and failed), within the filter
+  failures: new Map(), // expid -> failed row
+  nextBefore: null,
+  summary: null,
+  filter: {},
+};
+
+function readFilter() {
+  const query = new URLSearchParams(location.search);
+  const filter = {};
+  for (const key of ["band", "visit", "detector"]) {
+    const value = query.get(key);
+    if (value) filter[key] = value;
+  }
+  return filter;
+}
+
+function passes(row) {
+  const f = state.filter;
+  return (
+    (f.band == null || row.band === f.band) &&
+    (f.visit == null || String(row.visit) === String(f.visit)) &&
+    (f.detector == null || String(row.detector) === String(f.detector))
+  );
+}
+
+function apiQuery(extra) {
+  return new URLSearchParams(Object.assign({}, state.filter, extra)).toString();
+}
+
+function add(rows) {
+  for (const row of rows) {
+    if (!passes(row)) continue;
+    state.rows.set(row.expid, row);
+    if (row.status === "failed") state.failures.set(row.expid, row);
+    else state.failures.delete(row.expid); // a later success replaces a failure
+    addBand(row.band);
+  }
+}
+
+function addBand(band) {
+  const select = document.getElementById("band");
+  if (band == null || [...select.options].some((o) => o.value === band)) return;
+  select.append(new Option(band, band));
+}
+
+async function loadPage() {
+  const extra = { limit: PAGE };
+  if (state.nextBefore != null) extra.before = state.nextBefore;
+  const page = await calib.json(`/api/exposures?${apiQuery(extra)}`);
+  add(page.rows);
+  state.nextBefore = page.next_before;
+  document.getElementById("older").hidden = state.nextBefore == null;
+}
+
+async function loadFailures() {
+  const page = await calib.json(`/api/exposures?${apiQuery({ status: "failed", limit: 200 })}`);
+  add(page.rows);
+}
+
+// ---------------------------------------------------------------- charts
+
+function okRows() {
+  return [...state.rows.values()].filter((r) => r.status === "ok" && r.magzero != null);
+}
+
+function byBand(rows) {
+  const bands = new Map();
+  for (const row of rows.sort((a, b) => a.mjd_obs - b.mjd_obs)) {
+    if (!bands.has(row.band)) bands.set(row.band, []);
+    bands.get(row.band).push(row);
+  }
+  return [...bands.entries()].sort();
+}
+
+function perBand(bands, y, extra) {
+  return bands.map(([band, rows], i) =>
+    Object.assign(
+      {
+        type: "scatter",
+        mode: "markers",
+        name: `band ${band}`,
+        x: rows.map((r) => calib.mjdDate(r.mjd_obs)),
+        y: rows.map(y),
+        customdata: rows.map((r) => r.expid),
+        marker: { size: 6, color: BAND_COLOURS[i % BAND_COLOURS.length] },
+        hovertemplate: "EXPID %{customdata}<br>%{x}<br>%{y}<extra></extra>",
+      },
+      extra ? extra(rows) : {},
+    ),
+  );
+}
+
+function drawCharts() {
+  const ok = okRows();
+  const bands = byBand(ok);
+  const time = { title: { text: "MJD-OBS (UTC)" }, type: "date" };
+  Plotly.react(
+    "zp-chart",
+    perBand(bands, (r) => r.magzero, (rows) => ({
+      error_y: { type: "data", array: rows.map((r) => r.magzero_err), visible: true, thickness: 1 },
+    })),
+    calib.layout({ xaxis: time, yaxis: { title: { text: "MAGZERO (mag)" } } }),
+    calib.config,
+  );
+  Plotly.react(
+    "rms-chart",
+    perBand(bands, (r) => r.magzero_rms),
+    calib.layout({ xaxis: time, yaxis: { title: { text: "MAGZERO_RMS (mag)" }, rangemode: "tozero" } }),
+    calib.config,
+  );
+  const sorted = ok.slice().sort((a, b) => a.mjd_obs - b.mjd_obs);
+  const x = sorted.map((r) => calib.mjdDate(r.mjd_obs));
+  const ids = sorted.map((r) => r.expid);
+  Plotly.react(
+    "ast-chart",
+    [
+      { type: "scatter", mode: "markers", name: "ASTRMS (mas)", x, y: sorted.map((r) => r.astrms_mas), customdata: ids, hovertemplate: "EXPID %{customdata}<br>%{y:.1f} mas<extra></extra>" },
+      { type: "scatter", mode: "markers", name: "matches", x, y: sorted.map((r) => r.astnmatch), yaxis: "y2", customdata: ids, marker: { symbol: "x", size: 5 }, hovertemplate: "EXPID %{customdata}<br>%{y} matches<extra></extra>" },
+    ],
+    calib.layout({
+      margin: { l: 60, r: 60, t: 10, b: 40 },
+      xaxis: time,
+      yaxis: { title: { text: "ASTRMS (mas)" }, rangemode: "tozero" },
+      yaxis2: { title: { text: "matches" }, overlaying: "y", side: "right", rangemode: "tozero" },
+    }),
+    calib.config,
+  );
+  const latency = state.summary ? state.summary.latency : {};
+  const persisted = ok.slice().sort((a, b) => a.persisted_ms - b.persisted_ms);
+  const lines = [];
+  for (const [name, value] of [["p50", latency.p50_s], ["p95", latency.p95_s]]) {
+    if (value != null) lines.push({ type: "line", xref: "paper", x0: 0, x1: 1, y0: value, y1: value, line: { dash: name === "p50" ? "dot" : "dash", width: 1 } });
+  }
+  Plotly.react(
+    "latency-chart",
+    [{ type: "scatter", mode: "markers", name: "latency per exposure", x: persisted.map((r) => new Date(r.persisted_ms)), y: persisted.map((r) => r.latency_s), customdata: persisted.map((r) => r.expid), hovertemplate: "EXPID %{customdata}<br>%{y:.2f} s<extra></extra>" }],
+    calib.layout({ shapes: lines, xaxis: { title: { text: "persisted (UTC)" }, type: "date" }, yaxis: { title: { text: "seconds (lines: p50, p95)" }, rangemode: "tozero" } }),
+    calib.config,
+  );
+  document.getElementById("shown").textContent = String(state.rows.size);
+}
+
+function drawThroughput() {
+  const t = state.summary && state.summary.throughput;
+  if (!t) return;
+  Plotly.react(
+    "throughput-chart",
+    [{ type: "bar", name: "per minute", x: t.minute_ms.map((ms) => new Date(ms)), y: t.count }],
+    calib.layout({ showlegend: false, xaxis: { type: "date", title: { text: "minute (UTC)" } }, yaxis: { title: { text: "exposures" } } }),
+    calib.config,
+  );
+}
+
+// ---------------------------------------------------------------- tables and cards
+
+function drawTables() {
+  const failures = document.querySelector("#failures tbody");
+  failures.replaceChildren(
+    ...[...state.failures.values()]
+      .sort((a, b) => b.persisted_ms - a.persisted_ms)
+      .map((r) => calib.row([calib.time(r.persisted_ms), calib.link(`/exposure/${r.expid}`, String(r.expid)), r.visit, r.detector, r.stage, r.error, r.reason])),
+  );
+  for (const td of failures.querySelectorAll("td:last-child")) td.className = "reason";
+  const recent = [...state.rows.values()].sort((a, b) => b.persisted_ms - a.persisted_ms).slice(0, 50);
+  document.querySelector("#recent tbody").replaceChildren(
+    ...recent.map((r) =>
+      calib.row([
+        calib.time(r.persisted_ms),
+        calib.link(`/exposure/${r.expid}`, String(r.expid)),
+        r.visit,
+        r.detector,
+        r.band,
+        r.status === "ok" ? `${calib.num(r.magzero, 4)} ± ${calib.num(r.magzero_err, 4)}` : `failed (${r.stage})`,
+        calib.num(r.magzero_rms, 3),
+        calib.num(r.astrms_mas, 1),
+        r.astnmatch,
+        calib.num(r.latency_s, 2),
+      ]),
+    ),
+  );
+}
+
+function drawSummary() {
+  const s = state.summary;
+  if (!s) return;
+  document.getElementById("n-ok").textContent = s.exposures.ok;
+  document.getElementById("n-failed").textContent = s.exposures.failed;
+  document.getElementById("rate").textContent = calib.num(s.throughput.per_minute_5, 1);
+  document.getElementById("latency").textContent = `${calib.num(s.latency.p50_s, 2)} / ${calib.num(s.latency.p95_s, 2)}`;
+  document.getElementById("lag-total").textContent = s.lag.error && !s.lag.partitions.length ? "?" : s.lag.total;
+  const redis = document.getElementById("redis");
+  redis.textContent = `Redis ${s.redis.state}`;
+  redis.className = `pill ${s.redis.state === "up" ? "ok" : "bad"}`;
+  const broker = document.getElementById("broker");
+  broker.textContent = s.lag.error ? "broker: no answer" : "broker ok";
+  broker.className = `pill ${s.lag.error ? "bad" : "ok"}`;
+  document.querySelector("#lag tbody").replaceChildren(
+    ...s.lag.partitions.map((p) => calib.row([p.topic, p.partition, p.end, p.committed == null ? "–" : p.committed, p.lag])),
+  );
+  document.getElementById("lag-note").textContent = s.lag.error
+    ? `lag unavailable: ${s.lag.error}`
+    : `as of ${calib.time(s.lag.updated_ms)}`;
+  drawThroughput();
+}
+
+// ---------------------------------------------------------------- live updates
+
+let redraw = null;
+function scheduleRedraw() {
+  if (redraw == null) redraw = requestAnimationFrame(() => {
+    redraw = null;
+    drawCharts();
+    drawTables();
+  });
+}
+
+function listen() {
+  const newest = Math.max(0, ...[...state.rows.values()].map((r) => r.persisted_ms || 0));
+  const source = new EventSource(`/api/events?since=${newest || Date.now()}`);
+  const live = document.getElementById("live");
+  source.onopen = () => { live.textContent = "live"; live.className = "pill ok"; };
+  source.onerror = () => { live.textContent = "reconnecting…"; live.className = "pill bad"; };
+  source.addEventListener("exposures", (e) => { add(JSON.parse(e.data)); scheduleRedraw(); });
+  source.addEventListener("summary", (e) => { state.summary = JSON.parse(e.data); drawSummary(); });
+}
+
+async function start() {
+  state.filter = readFilter();
+  const form = document.getElementById("filters");
+  for (const [key, value] of Object.entries(state.filter)) {
+    if (key === "band") addBand(value);
+    form.elements[key].value = value;
+  }
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const query = new URLSearchParams();
+    for (const key of ["band", "visit", "detector"]) if (form.elements[key].value) query.set(key, form.elements[key].value);
+    location.search = query.toString(); // a filtered view is a link
+  });
+  document.getElementById("older").addEventListener("click", async () => { await loadPage(); scheduleRedraw(); });
+  const [summary] = await Promise.all([calib.json("/api/summary"), loadPage(), loadFailures()]);
+  state.summary = summary;
+  drawSummary();
+  drawCharts();
+  drawTables();
+  for (const div of ["zp-chart", "rms-chart", "ast-chart", "latency-chart"]) {
+    document.getElementById(div).on("plotly_click", (data) => {
+      const expid = data.points[0] && data.points[0].customdata;
+      if (expid != null) location.href = `/exposure/${expid}`;
+    });
+  }
+  window.calibstreamFirstRenderMs = performance.now();
+  document.body.dataset.ready = "1";
+  listen();
+}
+
+start().catch((error) => {
+  console.error(error);
+  document.getElementById("live").textContent = `error: ${error.message}`;
+});

@@ -1,0 +1,290 @@
+"""The dashboard's data and API without a browser: the quality plots against a simulated
+exposure's truth, the JSON API (paging, filters, summary figures, live events) and
+/metrics parsed by prometheus-client's own parser, on a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+from aiohttp.test_utils import TestClient, TestServer
+from astropy.io import fits
+from conftest_services import *  # noqa: F403 (the fixtures: redis_url)
+from prometheus_client.parser import text_string_to_metric_families
+
+from calibstream.cli import main as core_main
+from calibstream.config import Config
+from streams.dashboard import build_app
+from streams.metrics import metrics_text
+from streams.monitor import ROW_FIELDS, Monitor
+from streams.quality import distortion_grid, exposure_quality
+from streams.readmodel import HISTOGRAM_BUCKETS_S, RedisReadModel
+
+# ---------------------------------------------------------------- quality plots vs truth
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory) -> tuple[Path, Path, int]:
+    root = tmp_path_factory.mktemp("quality")
+    sim = root / "sim"
+    assert (
+        core_main(["simulate", str(sim), "--n", "1", "--size", "1536", "1536", "--seed", "8"]) == 0
+    )
+    assert core_main(["ingest-refcat", str(sim / "refcat.fits"), "--out", str(root / "s")]) == 0
+    [exposure] = sorted(sim.glob("exp_*[0-9].fits"))
+    out = root / "out"
+    assert (
+        core_main(["calibrate", str(exposure), "--refcat", str(root / "s"), "--out", str(out)]) == 0
+    )
+    return out, exposure.with_suffix(".truth.fits"), int(fits.getheader(exposure)["EXPID"])
+
+
+def test_residual_plots_reproduce_the_headers_scatter(calibrated):
+    out, _, expid = calibrated
+    quality = exposure_quality(out, expid, Config().colorterms)
+    header = quality["summary"]["header"]
+
+    a = quality["astrometry"]
+    used = np.array(a["used"])
+    east, north = np.array(a["east_mas"])[used], np.array(a["north_mas"])[used]
+    assert used.sum() == header["ASTNMATCH"]
+    # ASTRMS is the 2-D rms of the used matches about the fit.
+    assert np.sqrt(np.mean(east**2 + north**2)) == pytest.approx(header["ASTRMS"], rel=0.02)
+
+    p = quality["photometry"]
+    assert p["available"]
+    residual = np.array(p["residual"], dtype=float)
+    fitted = np.array(p["used"]) & ~np.array(p["reserved"])
+    assert fitted.sum() == header["MAGZERO_NOBJ"]
+    assert np.array(p["reserved"]).sum() >= 1
+    assert not (np.array(p["reserved"]) & np.array(p["used"])).any()
+    # The used stars' residuals scatter about 0 with MAGZERO_RMS (the fit's own figure).
+    assert abs(np.median(residual[fitted])) < 0.01
+    assert np.std(residual[fitted]) == pytest.approx(header["MAGZERO_RMS"], rel=0.1)
+
+
+def test_distortion_grid_is_the_sip_polynomial(calibrated):
+    out, truth_path, expid = calibrated
+    truth = fits.getheader(truth_path)
+    grid = distortion_grid(truth, 1536, 1536, n=5)
+    # Evaluate A and B by hand at each grid point (0-based pixels, u = x - (CRPIX1 - 1)).
+    x, y = np.array(grid["x"]), np.array(grid["y"])
+    u, v = x - (truth["CRPIX1"] - 1), y - (truth["CRPIX2"] - 1)
+    for axis, name in (("dx", "A"), ("dy", "B")):
+        order = truth[f"{name}_ORDER"]
+        expected = sum(
+            truth.get(f"{name}_{p}_{q}", 0.0) * u**p * v**q
+            for p in range(order + 1)
+            for q in range(order + 1 - p)
+        )
+        assert np.allclose(grid[axis], expected, atol=2e-4), axis
+    assert grid["sip_order"] == truth["A_ORDER"]
+    assert max(np.hypot(grid["dx"], grid["dy"])) > 0.1  # the simulated camera distorts
+
+    # The fitted distortion is the truth's up to an affine part (which the CD matrix takes).
+    with fits.open(out / "exposures" / str(expid) / "calexp.fits") as hdul:
+        fitted = distortion_grid(hdul[0].header, 1536, 1536, n=5)
+    design = np.column_stack([np.ones_like(x), x, y])
+    for axis in ("dx", "dy"):
+        diff = np.array(fitted[axis]) - np.array(grid[axis])
+        coeffs, *_ = np.linalg.lstsq(design, diff, rcond=None)
+        assert np.max(np.abs(diff - design @ coeffs)) < 0.05, axis
+
+
+def test_a_failed_exposure_has_a_summary_and_no_plots(tmp_path):
+    folder = tmp_path / "exposures" / "7"
+    folder.mkdir(parents=True)
+    (folder / "summary.json").write_text(json.dumps({"status": "failed", "reason": "r"}))
+    assert exposure_quality(tmp_path, 7, {}) == {"summary": {"status": "failed", "reason": "r"}}
+    assert exposure_quality(tmp_path, 8, {}) is None
+
+
+# ---------------------------------------------------------------- the read model and the API
+
+N_ROWS = 1000
+T0_MS = 1_790_000_000_000
+
+
+@pytest.fixture
+def model(redis_url: str) -> Iterator[RedisReadModel]:
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    rm = RedisReadModel(redis_url, prefix=prefix)
+    yield rm
+    rm.close()
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=f"{prefix}:*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+def fill(model: RedisReadModel, n: int = N_ROWS, seed: int = 3) -> list[dict]:
+    """``n`` exposures, one every 5 s; every 10th failed; bands r/g; 10 visits x 4 detectors."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        row = {
+            "status": "failed" if i % 10 == 9 else "ok",
+            "expid": 5000 + i,
+            "visit": 100 + i // 100,
+            "detector": i % 4,
+            "band": "gr"[i % 2],
+            "mjd_obs": 61000 + i / 1000,
+            "persisted_ms": T0_MS + 5000 * i,
+        }
+        if row["status"] == "ok":
+            row.update(
+                magzero=28 + rng.normal(0, 0.02),
+                magzero_err=0.001,
+                magzero_rms=0.02,
+                astrms_mas=12.0,
+                astnmatch=70,
+                latency_s=float(rng.uniform(1, 10)),
+                submitted_ms=T0_MS + 5000 * i - 3000,
+                timings={"detect": 0.5},
+            )
+        else:
+            row.update(stage="astrometry", error="NoReferenceStarsError", reason=f"none {i}")
+        model.record_metrics(row["expid"], row)
+        rows.append(row)
+    return rows
+
+
+def api(model: RedisReadModel, root: Path, clock_ms: float, calls) -> object:
+    """Run ``calls(client)`` against the dashboard app on a test server."""
+    monitor = Monitor(model, root, Config().colorterms, clock=lambda: clock_ms / 1000)
+
+    async def run():
+        async with TestClient(TestServer(build_app(monitor))) as client:
+            return await calls(client)
+
+    return asyncio.run(run())
+
+
+def test_pages_cover_every_exposure_once_newest_first(model, tmp_path):
+    rows = fill(model)
+
+    async def calls(client):
+        seen, before = [], None
+        while True:
+            query = {"limit": "300", **({"before": str(before)} if before else {})}
+            page = await (await client.get("/api/exposures", params=query)).json()
+            seen += page["rows"]
+            before = page["next_before"]
+            if before is None:
+                return seen
+
+    seen = api(model, tmp_path, T0_MS, calls)
+    assert [r["expid"] for r in seen] == [r["expid"] for r in reversed(rows)]
+    assert set(seen[0]) == set(ROW_FIELDS)  # rows carry the listed fields (not the timings)
+
+
+def test_filters_and_status(model, tmp_path):
+    rows = fill(model)
+
+    async def calls(client):
+        params = {"band": "r", "visit": "104", "detector": "1", "limit": "5000"}
+        filtered = await (await client.get("/api/exposures", params=params)).json()
+        failed = await (await client.get("/api/exposures?status=failed&limit=5000")).json()
+        bad = await client.get("/api/exposures?visit=x")
+        missing = await client.get("/api/exposures/1")
+        return filtered, failed, bad.status, missing.status
+
+    filtered, failed, bad, missing = api(model, tmp_path, T0_MS, calls)
+    expected = [
+        r["expid"]
+        for r in reversed(rows)
+        if r["band"] == "r" and r["visit"] == 104 and r["detector"] == 1
+    ]
+    assert [r["expid"] for r in filtered["rows"]] == expected and expected
+    assert len(failed["rows"]) == N_ROWS // 10
+    assert all(r["reason"].startswith("none") for r in failed["rows"])
+    assert (bad, missing) == (400, 404)
+
+
+def test_summary_figures(model, tmp_path):
+    rows = fill(model)
+    now_ms = T0_MS + 5000 * (N_ROWS - 1) + 1000  # a second after the last exposure
+
+    async def calls(client):
+        return await (await client.get("/api/summary")).json()
+
+    summary = api(model, tmp_path, now_ms, calls)
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert summary["exposures"] == {"ok": len(ok), "failed": N_ROWS - len(ok)}
+    latencies = [r["latency_s"] for r in ok]  # all within the 1000-exposure window
+    assert summary["latency"]["p50_s"] == pytest.approx(np.percentile(latencies, 50))
+    assert summary["latency"]["p95_s"] == pytest.approx(np.percentile(latencies, 95))
+    # One exposure every 5 s: 12 per whole minute, 60 in the last five minutes.
+    counts = summary["throughput"]["count"]
+    assert counts[-3:-1] == [12, 12]
+    assert summary["throughput"]["per_minute_5"] == pytest.approx(12.0)
+    assert sum(counts) == sum(
+        1 for r in rows if r["persisted_ms"] >= summary["throughput"]["minute_ms"][0]
+    )
+
+
+def test_live_events_bring_new_exposures(model, tmp_path):
+    fill(model, n=5)
+    since = T0_MS + 5000 * 4
+
+    async def calls(client):
+        response = await client.get(f"/api/events?since={since}")
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        model.record_metrics(9999, {"status": "ok", "expid": 9999, "persisted_ms": since + 10})
+        events = {}
+        async with asyncio.timeout(10):
+            while "exposures" not in events or "summary" not in events:
+                name = (await response.content.readline()).decode().strip()
+                data = (await response.content.readline()).decode().strip()
+                await response.content.readline()
+                events[name.removeprefix("event: ")] = json.loads(data.removeprefix("data: "))
+        response.close()
+        return events
+
+    events = api(model, tmp_path, since, calls)
+    assert [r["expid"] for r in events["exposures"]] == [9999]  # only what is newer
+    assert events["summary"]["exposures"]["ok"] in (5, 6)  # before or after the new one
+
+
+def test_metrics_parse_and_count(model, tmp_path):
+    fill(model, n=20)
+    for agent in ("detect", "astrometry"):
+        for _ in range(3):
+            model.incr(f"processed:{agent}")
+    model.incr("failed:read", 2)
+    model.incr("cache:hit", 5)
+    model.incr("cache:miss")
+    for seconds in (0.01, 0.3, 0.3, 400.0):
+        model.observe("stage_seconds", "detect", seconds)
+    model.observe("latency_seconds", "persisted", 2.0)
+
+    monitor = Monitor(model, tmp_path, Config().colorterms)
+    families = {f.name: f for f in text_string_to_metric_families(metrics_text(monitor).decode())}
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in families.values()
+        for s in f.samples
+    }
+    assert samples[("calibstream_events_processed_total", (("stage", "detect"),))] == 3
+    assert samples[("calibstream_events_failed_total", (("stage", "read"),))] == 2
+    assert samples[("calibstream_refcat_cache_hits_total", ())] == 5
+    assert samples[("calibstream_refcat_cache_misses_total", ())] == 1
+    assert samples[("calibstream_exposures", (("status", "ok"),))] == 18
+    assert samples[("calibstream_exposures", (("status", "failed"),))] == 2
+    detect = (("stage", "detect"),)
+    assert samples[("calibstream_stage_duration_seconds_count", detect)] == 4
+    assert samples[("calibstream_stage_duration_seconds_sum", detect)] == pytest.approx(400.61)
+    bucket = "calibstream_stage_duration_seconds_bucket"
+    assert samples[(bucket, (("le", "0.05"), ("stage", "detect")))] == 1
+    assert samples[(bucket, (("le", "0.5"), ("stage", "detect")))] == 3
+    assert samples[(bucket, (("le", str(HISTOGRAM_BUCKETS_S[-1])), ("stage", "detect")))] == 3
+    assert samples[(bucket, (("le", "+Inf"), ("stage", "detect")))] == 4
+    assert families["calibstream_latency_seconds"].type == "histogram"
+    assert samples[("calibstream_redis_up", ())] == 1
