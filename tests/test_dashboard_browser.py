@@ -247,4 +247,11 @@ def test_ten_thousand_exposures_render_within_budget(browser, redis_factory, tmp
         )
         assert "no answer" in page.page.locator("#broker").inner_text()
         page.screenshot("dashboard-10000.png")
+
+        page.open(f"{dashboard.url}?band=r&detector=4")  # a filtered view is a link
+        names = page.page.evaluate("document.getElementById('zp-chart').data.map((t) => t.name)")
+        assert names == ["band r"]
+        expected = sum(1 for i in range(10_000) if (i // 900) % 6 == 2 and i % 9 == 4 and i % 50)
+        assert page.points("zp-chart") == expected
+        assert page.page.locator("#recent tbody tr").count() == min(50, expected)
         assert page.errors == []

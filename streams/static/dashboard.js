@@ -225,7 +225,8 @@ function scheduleRedraw() {
 
 function listen() {
   const newest = Math.max(0, ...[...state.rows.values()].map((r) => r.persisted_ms || 0));
-  const source = new EventSource(`/api/events?since=${newest || Date.now()}`);
+  const since = newest || state.summary.now_ms; // the server's clock, not the browser's
+  const source = new EventSource(`/api/events?since=${since}`);
   const live = document.getElementById("live");
   source.onopen = () => { live.textContent = "live"; live.className = "pill ok"; };
   source.onerror = () => { live.textContent = "reconnecting…"; live.className = "pill bad"; };
