@@ -234,12 +234,16 @@ def test_ten_thousand_exposures_render_within_budget(browser, redis_factory, tmp
     with DashboardProcess(config, tmp_path / "dashboard") as dashboard:
         page = Page(browser)
         page.open(dashboard.url)
-        first_render = page.page.evaluate("window.calibstreamFirstRenderMs")
-        print(f"10,000 exposures: first render {first_render:.0f} ms after navigation")
+        timings = page.page.evaluate("window.calibstreamTimings")
+        first_render = timings["drawnMs"]
+        print(
+            f"10,000 exposures: first render {first_render:.0f} ms after navigation "
+            f"(scripts loaded {timings['scriptsMs']:.0f}, data {timings['dataMs']:.0f})"
+        )
         assert first_render < FIRST_RENDER_BUDGET_MS
         assert page.page.locator("#n-ok").inner_text() == "9800"
         shown = page.points("zp-chart")
-        assert 1900 <= shown < 2000  # the newest page of 2,000 (2% of them failed)
+        assert 950 <= shown < 1000  # the newest page of 1,000 (2% of them failed)
         page.page.click("#older")
         page.page.wait_for_function(
             f"() => document.getElementById('zp-chart').data"

@@ -2,7 +2,7 @@
 // from /api/events (server-sent events). Filters go to the API and to the live rows.
 "use strict";
 
-const PAGE = 2000; // exposures per page: older ones on demand ("load older")
+const PAGE = 1000; // exposures per page: older ones on demand ("load older")
 const BAND_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"];
 
 const state = {
@@ -52,18 +52,20 @@ function addBand(band) {
   select.append(new Option(band, band));
 }
 
-async function loadPage() {
+function fetchPage() {
   const extra = { limit: PAGE };
   if (state.nextBefore != null) extra.before = state.nextBefore;
-  const page = await calib.json(`/api/exposures?${apiQuery(extra)}`);
+  return calib.json(`/api/exposures?${apiQuery(extra)}`);
+}
+
+function fetchFailures() {
+  return calib.json(`/api/exposures?${apiQuery({ status: "failed", limit: 200 })}`);
+}
+
+function applyPage(page) {
   add(page.rows);
   state.nextBefore = page.next_before;
   document.getElementById("older").hidden = state.nextBefore == null;
-}
-
-async function loadFailures() {
-  const page = await calib.json(`/api/exposures?${apiQuery({ status: "failed", limit: 200 })}`);
-  add(page.rows);
 }
 
 // ---------------------------------------------------------------- charts
@@ -234,8 +236,19 @@ function listen() {
   source.addEventListener("summary", (e) => { state.summary = JSON.parse(e.data); drawSummary(); });
 }
 
+// The first data is asked for at once, while the page and plotly.js still load (this script
+// comes first in the page's head); the page is set up when both are there.
+state.filter = readFilter();
+const firstData = Promise.all([calib.json("/api/summary"), fetchPage(), fetchFailures()]);
+firstData.catch(() => {}); // handled in start(), once the page is there
+const pageLoaded = new Promise((resolve) => {
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", resolve);
+  else resolve();
+});
+
 async function start() {
-  state.filter = readFilter();
+  await pageLoaded;
+  const scriptsMs = performance.now();
   const form = document.getElementById("filters");
   for (const [key, value] of Object.entries(state.filter)) {
     if (key === "band") addBand(value);
@@ -247,8 +260,11 @@ async function start() {
     for (const key of ["band", "visit", "detector"]) if (form.elements[key].value) query.set(key, form.elements[key].value);
     location.search = query.toString(); // a filtered view is a link
   });
-  document.getElementById("older").addEventListener("click", async () => { await loadPage(); scheduleRedraw(); });
-  const [summary] = await Promise.all([calib.json("/api/summary"), loadPage(), loadFailures()]);
+  document.getElementById("older").addEventListener("click", async () => { applyPage(await fetchPage()); scheduleRedraw(); });
+  const [summary, page, failures] = await firstData;
+  applyPage(page);
+  add(failures.rows);
+  const dataMs = performance.now();
   state.summary = summary;
   drawSummary();
   drawCharts();
@@ -260,11 +276,13 @@ async function start() {
     });
   }
   window.calibstreamFirstRenderMs = performance.now();
+  window.calibstreamTimings = { scriptsMs, dataMs, drawnMs: window.calibstreamFirstRenderMs };
   document.body.dataset.ready = "1";
   listen();
 }
 
-start().catch((error) => {
+start().catch(async (error) => {
   console.error(error);
+  await pageLoaded;
   document.getElementById("live").textContent = `error: ${error.message}`;
 });
