@@ -54,6 +54,8 @@ class Page:
     def __init__(self, browser) -> None:
         self.page = browser.new_page(viewport={"width": 1400, "height": 1700})
         self.errors: list[str] = []
+        self.requests: list[str] = []  # every URL the page asked for (offline: all local)
+        self.page.on("request", lambda request: self.requests.append(request.url))
         self.page.on("pageerror", lambda exc: self.errors.append(f"uncaught: {exc}"))
         self.page.on(
             "console",
@@ -153,6 +155,7 @@ def test_the_page_follows_the_demo_live(browser, demo):
     assert page.page.locator("#recent tbody tr", has_text="1100").count() == 1
     page.screenshot("dashboard-demo.png")
     assert page.errors == []
+    assert page.requests and all(u.startswith(url) for u in page.requests), page.requests
 
     # The counters agree with what happened: 4 calibrated, 1 failed (at reading).
     m = metrics(url)
@@ -192,6 +195,7 @@ def test_the_exposure_page_draws_its_quality_plots(browser, demo):
     assert "failed" in page.page.locator("#status").inner_text()
     assert "truncated" in page.page.locator("#summary").inner_text()
     assert page.errors == []
+    assert all(u.startswith(url) for u in page.requests), page.requests
 
 
 # ---------------------------------------------------------------- 10,000 exposures
