@@ -216,13 +216,20 @@ function drawSummary() {
 
 // ---------------------------------------------------------------- live updates
 
+// Redraw at most once a second however fast exposures arrive (a redraw of a page of
+// 1,000 exposures costs a few hundred ms): the page stays responsive through a burst.
+const REDRAW_MS = 1000;
 let redraw = null;
+let lastDraw = 0;
 function scheduleRedraw() {
-  if (redraw == null) redraw = requestAnimationFrame(() => {
+  if (redraw != null) return;
+  const wait = Math.max(0, lastDraw + REDRAW_MS - performance.now());
+  redraw = setTimeout(() => requestAnimationFrame(() => {
     redraw = null;
+    lastDraw = performance.now();
     drawCharts();
     drawTables();
-  });
+  }), wait);
 }
 
 function listen() {
