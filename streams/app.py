@@ -6,6 +6,11 @@ writes are atomic and byte-identical on a redelivery. Every topic is declared
 with its partition count (never auto-created); the producer sends one record
 per batch (the embedded broker mis-reports end offsets after multi-record
 batches) and is not idempotent (the embedded broker refuses it).
+
+Every topic has the same partition count and faust assigns the same partition
+numbers of all of them to one worker, so an agent sends what it produces to the
+partition number of its input: an exposure's whole chain stays with the worker
+that took its characterized-exposure event (``submit`` spreads those evenly).
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ class Service:
             timestamp_ms=None if record.timestamp is None else int(record.timestamp * 1000),
         )
         outputs = await self.science.run(agent, message)
-        await self.publish(outputs)
+        await self.publish(outputs, message.partition)
         log.info(
             "%s %s[%d]@%d key %s -> %s",
             agent,
@@ -58,9 +63,11 @@ class Service:
             ",".join(o.role for o in outputs) or "-",
         )
 
-    async def publish(self, outputs: Iterable[steps.Output]) -> None:
+    async def publish(self, outputs: Iterable[steps.Output], partition: int) -> None:
+        """Send ``outputs`` to ``partition`` of their topics (the input's: see above)."""
         for output in outputs:
-            pending = await self.topics[output.role].send(key=output.key, value=output.value)
+            topic = self.topics[output.role]
+            pending = await topic.send(key=output.key, value=output.value, partition=partition)
             await pending  # delivered (acks=all) before the input is acknowledged
 
 
