@@ -89,13 +89,14 @@ reuse_freed_memory()
 refcat, out, *paths = sys.argv[1:]
 print("ready", flush=True)
 sys.stdin.readline()  # go: every process of a parallel run starts its loop together
-seconds, begin = [], time.time()
+seconds, begin, cpu = [], time.time(), time.process_time()
 for path in paths:
     start = time.perf_counter()
     outcome = calibrate_file(Path(path), Path(refcat), Path(out), Config())
     seconds.append(time.perf_counter() - start)
     assert outcome.status == "ok", f"{path}: {outcome.reason}"
-print(json.dumps({"seconds": seconds, "begin": begin, "end": time.time()}))
+cpu = time.process_time() - cpu
+print(json.dumps({"seconds": seconds, "begin": begin, "end": time.time(), "cpu": cpu}))
 """
 
 FETCH_MAX_WAIT_MS = StreamSettings().fetch_max_wait_ms  # the service's default (app.py)
@@ -417,6 +418,7 @@ class BatchRun:
     seconds: list[float]  # per exposure
     other: float  # CPU seconds of other processes on the machine meanwhile
     span: float  # seconds the processes lived (imports included), for ``other``
+    cpu: float  # CPU seconds of the loops (imports not counted)
 
 
 def run_batch(groups: list[list[Path]], store: Path, out: Path) -> BatchRun:
@@ -449,7 +451,8 @@ def run_batch(groups: list[list[Path]], store: Path, out: Path) -> BatchRun:
     wall = max(r["end"] for r in results) - min(r["begin"] for r in results)
     other = machine_busy_seconds() - busy0 - (_children_cpu() - own0)
     seconds = [t for r in results for t in r["seconds"]]
-    return BatchRun(wall, seconds, max(other, 0.0), time.monotonic() - span0)
+    cpu = sum(r["cpu"] for r in results)
+    return BatchRun(wall, seconds, max(other, 0.0), time.monotonic() - span0, cpu)
 
 
 def _children_cpu() -> float:
@@ -631,6 +634,18 @@ def report(
             f"  each further exposure of the burst: (wall - that) / (N - 1) = "
             f"{marginal:.3f} s, {marginal / per - 1:+.1%} vs the batch's {per:.3f} s"
         )
+    # CPU seconds: what the other processes on this shared machine change least.
+    batch_cpu = min(batches["before"].cpu, batches["after"].cpu)
+    science = one.cpu["science processes"]
+    streaming = sum(one.cpu.values())
+    print(
+        f"  in CPU seconds: batch loop {batch_cpu:.2f} s ({batch_cpu / n * 1000:.0f} ms per "
+        f"exposure); 1 worker's science process {science:.2f} s: "
+        f"{(science - batch_cpu) / n * 1000:+.0f} ms per exposure = "
+        f"{(science - batch_cpu) / batch_cpu:+.1%}; every process of the stream "
+        f"(science, event loop, broker, Redis, submit) {streaming:.2f} s = "
+        f"{(streaming - batch_cpu) / batch_cpu:+.1%}"
+    )
     split, even = batches["split"].wall, batches["even"].wall
     print(
         f"batch on 2 processes at once (the science alone, no broker): {split:.2f} s split as "
