@@ -372,9 +372,12 @@ def run_stream(
             timings: Counter[str] = Counter()
             for e in expids:
                 timings.update(rows[e]["timings"])
-            partition_of = {}
-            for w in workers:
-                partition_of.update(w.detected(prefix + "exposures"))
+            partition_of: dict[int, int] = {}
+            deadline = time.monotonic() + 30  # the detect agent logs once it published
+            while set(expids) - set(partition_of) and time.monotonic() < deadline:
+                time.sleep(0.05)
+                for w in workers:
+                    partition_of.update(w.detected(prefix + "exposures"))
             by_partition = Counter(partition_of[e] for e in expids)
             split = [sum(by_partition[p] for p in mine) for mine in owned]
             done = [len(set(w.persisted()) & {str(e) for e in expids}) for w in workers]
