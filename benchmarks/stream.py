@@ -25,7 +25,8 @@ latency from submission to persisted folder (p50, p95; it includes the queue, si
 are submitted at once), the sum of the science stage timings the events carry, the
 streaming overhead per exposure ((stream wall with 1 worker - batch) / N as a fraction of
 the batch time per exposure, target < 10%), the CPU seconds of every process (from
-/proc) and the key -> partition split that bounds what a second worker can gain.
+/proc) and the split of the exposures over the workers' partitions (``submit`` deals them
+to the partitions in turn) that bounds what a second worker can gain.
 
 The broker's hop latency is measured too: one record produced to a consumer of every
 topic the workers read (5 topics x --partitions), with the consumer's ``fetch_max_wait_ms``
@@ -57,12 +58,10 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import numpy as np  # noqa: E402
-from aiokafka.partitioner import DefaultPartitioner  # noqa: E402
 from astropy.io import fits  # noqa: E402
 
 from calibstream.refcat import ingest_refcat  # noqa: E402
 from calibstream.simulate import write_simulation  # noqa: E402
-from streams.events import exposure_key  # noqa: E402
 from streams.readmodel import RedisReadModel  # noqa: E402
 from streams.services import (  # noqa: E402
     KafkaBroker,
@@ -90,13 +89,14 @@ reuse_freed_memory()
 refcat, out, *paths = sys.argv[1:]
 print("ready", flush=True)
 sys.stdin.readline()  # go: every process of a parallel run starts its loop together
-seconds, begin = [], time.time()
+seconds, begin, cpu = [], time.time(), time.process_time()
 for path in paths:
     start = time.perf_counter()
     outcome = calibrate_file(Path(path), Path(refcat), Path(out), Config())
     seconds.append(time.perf_counter() - start)
     assert outcome.status == "ok", f"{path}: {outcome.reason}"
-print(json.dumps({"seconds": seconds, "begin": begin, "end": time.time()}))
+cpu = time.process_time() - cpu
+print(json.dumps({"seconds": seconds, "begin": begin, "end": time.time(), "cpu": cpu}))
 """
 
 FETCH_MAX_WAIT_MS = StreamSettings().fetch_max_wait_ms  # the service's default (app.py)
@@ -156,6 +156,12 @@ class Worker(WorkerProcess):
         text = self.log_path.read_text(errors="replace")
         return re.findall(r"\bsink \S+\[\d+\]@\d+ key (\S+) ->", text)
 
+    def detected(self, topic: str) -> dict[int, int]:
+        """EXPID -> the partition of ``topic`` this worker's detect agent read it from."""
+        text = self.log_path.read_text(errors="replace")
+        found = re.findall(rf"\bdetect {re.escape(topic)}\[(\d+)\]@\d+ key (\d+) ->", text)
+        return {int(key): int(partition) for partition, key in found}
+
 
 
 def hop_latency(bootstrap: str, partitions: int, fetch_max_wait_ms: int, n: int = 8) -> list:
@@ -203,11 +209,6 @@ def hop_latency(bootstrap: str, partitions: int, fetch_max_wait_ms: int, n: int 
 
 
 # ---------------------------------------------------------------- the consumer group
-
-
-def partition_of(expid: int, partitions: int) -> int:
-    """The partition the producers (aiokafka's and faust's default partitioner) pick."""
-    return DefaultPartitioner()(exposure_key(expid), list(range(partitions)), None)
 
 
 def _parse_set(text: str) -> set[int]:
@@ -275,7 +276,7 @@ class StreamRun:
     timings: dict[str, float]  # science stage seconds summed over the exposures
     cpu: dict[str, float]  # CPU seconds per process kind during the run
     busy: float  # CPU seconds of the whole machine during the run
-    split: list[int]  # exposures per worker (from the keys and the assignment)
+    split: list[int]  # exposures per worker (from the partitions they were read from)
     owned: list[set[int]]  # partitions per worker
     rebalances: int  # assignments seen while the exposures were in flight
     probe: float | None = None  # latency of one exposure submitted alone
@@ -371,7 +372,13 @@ def run_stream(
             timings: Counter[str] = Counter()
             for e in expids:
                 timings.update(rows[e]["timings"])
-            by_partition = Counter(partition_of(e, partitions) for e in expids)
+            partition_of: dict[int, int] = {}
+            deadline = time.monotonic() + 30  # the detect agent logs once it published
+            while set(expids) - set(partition_of) and time.monotonic() < deadline:
+                time.sleep(0.05)
+                for w in workers:
+                    partition_of.update(w.detected(prefix + "exposures"))
+            by_partition = Counter(partition_of[e] for e in expids)
             split = [sum(by_partition[p] for p in mine) for mine in owned]
             done = [len(set(w.persisted()) & {str(e) for e in expids}) for w in workers]
             run = StreamRun(
@@ -385,7 +392,7 @@ def run_stream(
                 split=split,
                 owned=owned,
                 rebalances=rebalances,
-                extra={"persisted": done},
+                extra={"persisted": done, "partition_of": partition_of},
             )
             if probe is not None:  # one exposure alone, on the now idle worker(s)
                 probe_id = int(fits.getheader(probe, 0)["EXPID"])
@@ -414,6 +421,7 @@ class BatchRun:
     seconds: list[float]  # per exposure
     other: float  # CPU seconds of other processes on the machine meanwhile
     span: float  # seconds the processes lived (imports included), for ``other``
+    cpu: float  # CPU seconds of the loops (imports not counted)
 
 
 def run_batch(groups: list[list[Path]], store: Path, out: Path) -> BatchRun:
@@ -446,7 +454,8 @@ def run_batch(groups: list[list[Path]], store: Path, out: Path) -> BatchRun:
     wall = max(r["end"] for r in results) - min(r["begin"] for r in results)
     other = machine_busy_seconds() - busy0 - (_children_cpu() - own0)
     seconds = [t for r in results for t in r["seconds"]]
-    return BatchRun(wall, seconds, max(other, 0.0), time.monotonic() - span0)
+    cpu = sum(r["cpu"] for r in results)
+    return BatchRun(wall, seconds, max(other, 0.0), time.monotonic() - span0, cpu)
 
 
 def _children_cpu() -> float:
@@ -529,7 +538,7 @@ def main() -> None:
         expids = [int(fits.getheader(p, 0)["EXPID"]) for p in paths]
         owned = runs[1].owned
         split = [
-            [p for p, e in zip(paths, expids, strict=True) if partition_of(e, args.partitions) in o]
+            [p for p, e in zip(paths, expids, strict=True) if runs[1].extra["partition_of"][e] in o]
             for o in owned
         ]
         batch["split"] = run_batch(split, store, work / "batch2")
@@ -576,7 +585,7 @@ def report(
     row("latency max (s)", one.latencies.max(), two.latencies.max())
     row("submit call (s)", one.submit, two.submit)
     row("science stages summed (s)", sum(one.timings.values()), sum(two.timings.values()))
-    print(f"  {'exposures per worker (keys)':<34s} {_split(one):>10s} {_split(two):>10s}")
+    print(f"  {'exposures per worker (partitions)':<34s} {_split(one):>10s} {_split(two):>10s}")
     print(f"  {'  persisted per worker (logs)':<34s} {_done(one):>10s} {_done(two):>10s}")
     print(f"  {'partitions per worker':<34s} {_owned(one):>10s} {_owned(two):>10s}")
     print(f"  {'rebalances while measuring':<34s} {one.rebalances:10d} {two.rebalances:10d}")
@@ -628,6 +637,18 @@ def report(
             f"  each further exposure of the burst: (wall - that) / (N - 1) = "
             f"{marginal:.3f} s, {marginal / per - 1:+.1%} vs the batch's {per:.3f} s"
         )
+    # CPU seconds: what the other processes on this shared machine change least.
+    batch_cpu = min(batches["before"].cpu, batches["after"].cpu)
+    science = one.cpu["science processes"]
+    streaming = sum(one.cpu.values())
+    print(
+        f"  in CPU seconds: batch loop {batch_cpu:.2f} s ({batch_cpu / n * 1000:.0f} ms per "
+        f"exposure); 1 worker's science process {science:.2f} s: "
+        f"{(science - batch_cpu) / n * 1000:+.0f} ms per exposure = "
+        f"{(science - batch_cpu) / batch_cpu:+.1%}; every process of the stream "
+        f"(science, event loop, broker, Redis, submit) {streaming:.2f} s = "
+        f"{(streaming - batch_cpu) / batch_cpu:+.1%}"
+    )
     split, even = batches["split"].wall, batches["even"].wall
     print(
         f"batch on 2 processes at once (the science alone, no broker): {split:.2f} s split as "
@@ -639,7 +660,7 @@ def report(
     ideal = n / max(two.split)
     print(
         f"throughput 2 workers / 1 worker: {ratio:.2f}x (target >= 1.7x: "
-        f"{'met' if ratio >= 1.7 else 'missed'}); the key split {_split(two)} alone bounds "
+        f"{'met' if ratio >= 1.7 else 'missed'}); the split {_split(two)} alone bounds "
         f"it at {ideal:.2f}x, with a free core per science process ({cores} cores here)"
     )
     phases = {

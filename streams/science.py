@@ -32,8 +32,10 @@ def _init(deployment: Deployment) -> None:
     _CONTEXT = steps.Context(stream, deployment.science, RedisReadModel(stream.redis))
 
 
-def _run(agent: str, message: steps.Message) -> list[steps.Output]:
+def _run(agent: str, message: steps.Message, onward: frozenset[str]) -> list[steps.Output]:
     assert _CONTEXT is not None, "the science pool was not initialised"
+    if onward:
+        return steps.run_chained(_CONTEXT, agent, message, onward)
     return steps.run(_CONTEXT, agent, message)
 
 
@@ -56,10 +58,14 @@ class SciencePool:
             initargs=(self.deployment,),
         )
 
-    async def run(self, agent: str, message: steps.Message) -> list[steps.Output]:
+    async def run(
+        self, agent: str, message: steps.Message, onward: frozenset[str] = frozenset()
+    ) -> list[steps.Output]:
+        """``agent``'s step on ``message``; then on down the chain through the agents in
+        ``onward`` in the same call (:func:`streams.steps.run_chained`)."""
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._executor, _run, agent, message)
+            return await loop.run_in_executor(self._executor, _run, agent, message, onward)
         except BrokenProcessPool:
             # A science process died (killed, out of memory, a crash in C): the
             # message gets a failure event and a fresh pool takes the next ones.

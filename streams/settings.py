@@ -48,6 +48,10 @@ class StreamSettings:
     science_processes: int = 1
     #: Events a worker's agents work on at once (per agent); the pool bounds the CPU.
     concurrency: int = 1
+    #: Take an exposure on down the chain (astrometry, photometry, the sink) in the same
+    #: science call as its detection when this worker owns the partitions those events go
+    #: to (streams.steps.run_chained); the events are published all the same.
+    chain: bool = True
     #: How long a worker's fetch waits for data (ms): the latency of each of the four hops
     #: of an exposure when the topics are idle (faust's own, fixed, is 1500).
     fetch_max_wait_ms: int = 100

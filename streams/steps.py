@@ -13,9 +13,10 @@ once per process.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,11 +49,16 @@ class Message:
 
 @dataclass(frozen=True)
 class Output:
-    """A record to produce: the topic role (``detections``, ``failures``, ...), key, value."""
+    """A record to produce: the topic role (``detections``, ``failures``, ...), key, value.
+
+    ``handled``: its consumer's step already ran on it in the same call (see
+    :func:`run_chained`); that agent only acknowledges it.
+    """
 
     role: str
     key: bytes | None
     value: bytes
+    handled: bool = False
 
 
 @dataclass
@@ -235,6 +241,53 @@ def run(ctx: Context, agent: str, message: Message) -> list[Output]:
         ctx.readmodel.incr(f"failed:{getattr(exc, 'stage', None) or agent}")
         return [failure_output(agent, exc, message, event)]
     ctx.readmodel.observe("stage_seconds", agent, time.perf_counter() - start)
+    ctx.readmodel.incr(f"processed:{agent}")
+    return outputs
+
+
+#: The agent that consumes each role's events down the chain (failures and dead letters
+#: are left to their own agents).
+NEXT_AGENT: dict[str, str] = {
+    "detections": "astrometry",
+    "matches": "photometry",
+    "zeropoints": "sink",
+}
+
+
+def run_chained(
+    ctx: Context, agent: str, message: Message, onward: Collection[str]
+) -> list[Output]:
+    """:func:`run`, then each output through its consumer's step right here when that
+    agent is in ``onward`` (the worker owns its partition), and so on down the chain.
+
+    The events are all still returned, to be published: the topics stay complete for
+    replay and other readers; the ones taken on here come back ``handled``. A step that
+    fails here (or an event it cannot read) is not answered here: its event goes out
+    unhandled and its agent runs it as usual, so the failure event names the offset of
+    the event it failed on.
+    """
+    done: list[Output] = []
+    todo = list(reversed(run(ctx, agent, message)))
+    while todo:
+        output = todo.pop()
+        follow = NEXT_AGENT.get(output.role)
+        outputs = None if follow not in onward else _step_ahead(ctx, follow, output)
+        if outputs is None:
+            done.append(output)
+            continue
+        done.append(dataclasses.replace(output, handled=True))
+        todo += reversed(outputs)
+    return done
+
+
+def _step_ahead(ctx: Context, agent: str, output: Output) -> list[Output] | None:
+    """``agent``'s step on an event just made, or None when it fails (left to the agent)."""
+    subject, step = STEPS[agent]
+    try:
+        outputs = step(ctx, decode(output.value, expected_subject=subject).record)
+    except Exception as exc:
+        log.info("%s: left to its agent (%s: %s)", agent, type(exc).__name__, exc)
+        return None
     ctx.readmodel.incr(f"processed:{agent}")
     return outputs
 

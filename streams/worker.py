@@ -1,11 +1,17 @@
 """``calibstream worker``: one faust worker of the consumer group, and ``submit``.
 
 Several workers with the same ``app_id`` split the partitions between them.
+``submit`` spreads the exposures over the partitions in turn (not by key: the
+events are self-contained and every effect idempotent, so any worker may take
+any exposure), and each worker keeps an exposure's downstream events in the
+partition it came from (see :mod:`streams.app`), so the group shares the work
+evenly whatever the EXPIDs hash to.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -64,22 +70,30 @@ async def asubmit(paths: Iterable[Path], stream: StreamSettings) -> list[tuple[P
     """A characterized-exposure event per file, keyed by EXPID; returns (path, EXPID) sent.
 
     The metadata is the file's primary header; a file without a readable one
-    raises (its producer must describe it). The URI is the absolute path.
+    raises (its producer must describe it). The URI is the absolute path. The
+    events go to the partitions in turn from a random one (round robin: N
+    exposures split evenly over the workers; the key names the exposure but
+    does not choose its partition).
     """
     await ensure_topics(stream)
     sent = []
     client = producer(stream)
     await client.start()
     try:
+        topic = stream.topic("exposures")
+        partitions = sorted(await client.partitions_for(topic))
+        turn = random.randrange(len(partitions))
         for path in paths:
             path = Path(path).resolve()
             metadata = read_metadata(path)
             record = events.characterized_exposure_event(metadata, str(path))
             await client.send_and_wait(
-                stream.topic("exposures"),
+                topic,
                 encode("characterized_exposure", record),
                 key=events.exposure_key(metadata.expid),
+                partition=partitions[turn % len(partitions)],
             )
+            turn += 1
             sent.append((path, metadata.expid))
     finally:
         await client.stop()

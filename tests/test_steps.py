@@ -21,6 +21,7 @@ from calibstream.config import Config
 from calibstream.exposure import read_exposure, read_metadata
 from calibstream.pipeline import background_hdul, measure_exposure
 from streams import events, steps
+from streams.app import Handled
 from streams.codec import decode, encode
 from streams.readmodel import RedisReadModel
 from streams.replay import run_chain
@@ -136,3 +137,74 @@ def test_bad_input_becomes_a_failure_event_or_a_dead_letter(survey, tmp_path):
 def run_detect(ctx, path) -> dict:
     [out] = steps.run(ctx, "detect", message(submitted(path)))
     return decode(out.value).record
+
+
+def _without_timings(value: bytes) -> dict:
+    record = decode(value).record
+    record.pop("timings", None)
+    record["input"] = {**record["input"], "submitted_ms": 0}
+    return record
+
+
+def test_chained_steps_make_the_events_and_the_folder_the_steps_make(survey, tmp_path):
+    onward = frozenset(steps.NEXT_AGENT.values())
+    one, two = context(survey, tmp_path / "chained"), context(survey, tmp_path / "steps")
+    for path in survey.good:
+        value = submitted(path)
+        chained = steps.run_chained(one, "detect", message(value), onward)
+        assert [(o.role, o.handled) for o in chained] == [
+            ("detections", True),
+            ("matches", True),
+            ("zeropoints", True),
+        ]
+        stepwise = []
+        for agent in ("detect", "astrometry", "photometry", "sink"):
+            outputs = steps.run(two, agent, message(value))
+            stepwise += outputs
+            value = outputs[0].value if outputs else b""
+        assert [o.role for o in stepwise] == [o.role for o in chained]
+        assert [o.key for o in stepwise] == [o.key for o in chained]
+        # the same events (the stage timings aside, measured anew), the same folder
+        assert [_without_timings(o.value) for o in stepwise] == [
+            _without_timings(o.value) for o in chained
+        ]
+    names = [str(expid_of(p)) for p in survey.good]
+    assert same_folders(tmp_path / "chained", tmp_path / "steps", names) == []
+    # nothing down the chain: run itself; only astrometry here: the match goes out unhandled
+    value = submitted(survey.good[0])
+    assert [o.handled for o in steps.run_chained(one, "detect", message(value), ())] == [False]
+    partly = steps.run_chained(one, "detect", message(value), {"astrometry"})
+    assert [(o.role, o.handled) for o in partly] == [("detections", True), ("matches", False)]
+
+
+def test_a_step_failing_down_the_chain_is_left_to_its_agent(survey, tmp_path):
+    """The field without reference stars fails in astrometry: the chain gives the detection
+    event back unhandled and no failure event; the astrometry agent's own run makes the
+    failure event, naming the detection event it consumed."""
+    ctx = context(survey, tmp_path)
+    onward = frozenset(steps.NEXT_AGENT.values())
+    far = survey.bad["no_refs"]
+    [detection] = steps.run_chained(ctx, "detect", message(submitted(far)), onward)
+    assert detection.role == "detections" and not detection.handled
+    consumed = message(detection.value, topic="calibstream.detections")
+    [out] = steps.run(ctx, "astrometry", consumed)
+    failure = decode(out.value).record
+    assert out.role == "failures" and failure["stage"] == "astrometry"
+    assert failure["input_topic"] == "calibstream.detections" and failure["input_offset"] == 7
+    # a failure of the consumed event itself is run's: a failure event, as always
+    [out] = steps.run_chained(ctx, "detect", message(submitted(survey.bad["truncated"])), onward)
+    assert out.role == "failures" and not out.handled
+
+
+def test_the_marks_of_events_handled_upstream_are_taken_once_and_bounded():
+    marks = Handled(limit=3)
+    marks.add("t", 0, b"1", b"event")
+    marks.add("t", 0, b"1", b"event")  # the same event twice (a redelivered input)
+    assert not marks.take("t", 1, b"1", b"event")  # another partition
+    assert not marks.take("t", 0, b"1", b"other")  # other bytes
+    assert marks.take("t", 0, b"1", b"event") and marks.take("t", 0, b"1", b"event")
+    assert not marks.take("t", 0, b"1", b"event") and len(marks) == 0
+    for i in range(5):  # never taken (the partition moved): the oldest age out
+        marks.add("t", 0, str(i).encode(), b"event")
+    assert len(marks) == 3 and not marks.take("t", 0, b"0", b"event")
+    assert marks.take("t", 0, b"4", b"event")
