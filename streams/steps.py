@@ -219,7 +219,7 @@ def run(ctx: Context, agent: str, message: Message) -> list[Output]:
     event = decoded.record
     start = time.perf_counter()
     try:
-        outputs = step(ctx, event)
+        return _counted(ctx, agent, step, event)
     except Exception as exc:  # a calibstream error, or a bug: either way a failure event
         ctx.readmodel.observe("stage_seconds", agent, time.perf_counter() - start)
         if agent == "sink-failures":  # never answer a failure with a failure
@@ -240,6 +240,13 @@ def run(ctx: Context, agent: str, message: Message) -> list[Output]:
             )
         ctx.readmodel.incr(f"failed:{getattr(exc, 'stage', None) or agent}")
         return [failure_output(agent, exc, message, event)]
+
+
+def _counted(ctx: Context, agent: str, step: Step, event: Mapping[str, Any]) -> list[Output]:
+    """``step`` on ``event``, its duration and success counted for /metrics (a failure is
+    counted by the caller, which decides what it becomes)."""
+    start = time.perf_counter()
+    outputs = step(ctx, event)
     ctx.readmodel.observe("stage_seconds", agent, time.perf_counter() - start)
     ctx.readmodel.incr(f"processed:{agent}")
     return outputs
@@ -284,12 +291,10 @@ def _step_ahead(ctx: Context, agent: str, output: Output) -> list[Output] | None
     """``agent``'s step on an event just made, or None when it fails (left to the agent)."""
     subject, step = STEPS[agent]
     try:
-        outputs = step(ctx, decode(output.value, expected_subject=subject).record)
+        return _counted(ctx, agent, step, decode(output.value, expected_subject=subject).record)
     except Exception as exc:
         log.info("%s: left to its agent (%s: %s)", agent, type(exc).__name__, exc)
         return None
-    ctx.readmodel.incr(f"processed:{agent}")
-    return outputs
 
 
 def _event(role: str, subject: str, record: Mapping[str, Any]) -> Output:
