@@ -17,8 +17,10 @@ Simulates N exposures (and one more, the probe), then measures, one after the ot
   between them) BEFORE the N exposures are submitted at once; the clock runs from the
   submission to the last persisted folder (``persisted_ms`` in the Redis metrics). With
   1 worker, the probe is then submitted alone: the latency of an exposure that waits for
-  nothing. ``--repeat R`` alternates R runs of each and keeps the fastest of each (this
-  2-vCPU machine's speed drifts by ~10% from one minute to the next).
+  nothing. ``--repeat R`` alternates R rounds (a batch run, then 1 worker, then 2 workers) and
+  keeps the fastest of each; it also prints each round's overhead and ratio against
+  the batch run of the same round, and their medians (this 2-vCPU machine's speed
+  drifts by 10-25% over minutes: adjacent runs compare best).
 
 Printed: exposures per second and the 2-worker / 1-worker ratio (target >= 1.7x), the
 latency from submission to persisted folder (p50, p95; it includes the queue, since all N
@@ -517,7 +519,13 @@ def main() -> None:
             wait = args.fetch_max_wait_ms or FETCH_MAX_WAIT_MS
             hops = hop_latency(broker.bootstrap, args.partitions, wait)
             tries: dict[int, list[StreamRun]] = {1: [], 2: []}
-            for attempt in range(args.repeat):  # 1 then 2 workers, alternating
+            rounds: list[BatchRun] = []  # a batch in each round, beside its stream runs
+            for attempt in range(args.repeat):  # batch, 1 then 2 workers, alternating
+                if attempt:
+                    rounds.append(run_batch([paths], store, work / f"batch-r{attempt}"))
+                    print(f"batch calibrate: {rounds[-1].wall:.2f} s", flush=True)
+                else:
+                    rounds.append(batch["before"])
                 for n_workers in (1, 2):
                     run = run_stream(
                         n_workers,
@@ -550,6 +558,30 @@ def main() -> None:
         )
 
     report(args, cores, runs, batch, hops, wait)
+    if args.repeat > 1:
+        paired(args.n, rounds, tries)
+
+
+def paired(n: int, rounds: list[BatchRun], tries: dict[int, list[StreamRun]]) -> None:
+    """Each round's stream runs against the batch run just before them: this machine's
+    speed drifts by 10-25% over minutes, which a best-of figure across the whole run can
+    turn into a false overhead or a false gain; adjacent runs drift least."""
+    print("\npaired rounds (batch, then 1 and 2 workers, minutes apart at most):")
+    overheads, ratios = [], []
+    for i, (b, one, two) in enumerate(zip(rounds, tries[1], tries[2], strict=True)):
+        overheads.append((one.wall - b.wall) / b.wall)
+        ratios.append(one.wall / two.wall)
+        print(
+            f"  round {i + 1}: batch {b.wall:.2f} s, 1 worker {one.wall:.2f} s "
+            f"(overhead {(one.wall - b.wall) / n * 1000:+.0f} ms per exposure = "
+            f"{overheads[-1]:+.1%}), 2 workers {two.wall:.2f} s ({ratios[-1]:.2f}x)"
+        )
+    overhead, ratio = float(np.median(overheads)), float(np.median(ratios))
+    print(
+        f"  median over {len(rounds)} rounds: overhead {overhead:+.1%} (target < 10%: "
+        f"{'met' if overhead < 0.10 else 'missed'}), 2 workers / 1 worker {ratio:.2f}x "
+        f"(target >= 1.7x: {'met' if ratio >= 1.7 else 'missed'})"
+    )
 
 
 def row(label: str, one: float, two: float, fmt: str = "10.2f") -> None:
