@@ -2,7 +2,7 @@
 // from /api/events (server-sent events). Filters go to the API and to the live rows.
 "use strict";
 
-const PAGE = 1000; // exposures per page: older ones on demand ("load older")
+const PAGE = 500; // exposures per page: older ones on demand ("load older")
 const BAND_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"];
 
 const state = {
@@ -217,7 +217,7 @@ function drawSummary() {
 // ---------------------------------------------------------------- live updates
 
 // Redraw at most once a second however fast exposures arrive (a redraw of a page of
-// 1,000 exposures costs a few hundred ms): the page stays responsive through a burst.
+// 500 exposures costs a few hundred ms): the page stays responsive through a burst.
 const REDRAW_MS = 1000;
 let redraw = null;
 let lastDraw = 0;
