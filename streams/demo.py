@@ -86,6 +86,8 @@ def run_demo(
                 flush=True,
             )
             _wait_for_interrupt()
+        else:
+            print("(calibstream demo --keep keeps it all running, the dashboard included)")
         print("stopping the dashboard, the worker, the broker and Redis")
     failed = [s for s in summaries.values() if s.get("status") != "ok"]
     return 0 if len(failed) == 1 else 1  # exactly the broken exposure fails
