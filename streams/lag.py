@@ -7,12 +7,16 @@ Read from the broker by a long-lived admin client and a consumer that joins no g
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import asdict, dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+from aiokafka.structs import OffsetAndMetadata
 
 from streams.settings import StreamSettings
 
@@ -89,6 +93,20 @@ class LagProbe:
             for part in topic["partitions"]
         )
 
+    async def _committed(
+        self, admin: AIOKafkaAdminClient, partitions: list[TopicPartition]
+    ) -> dict[TopicPartition, OffsetAndMetadata]:
+        """The group's committed offsets, retrying what the broker calls retriable (Apache
+        Kafka answers "coordinator not available" while it creates its offsets topic)."""
+        deadline = time.monotonic() + self.timeout_ms / 1000
+        while True:
+            try:
+                return await admin.list_consumer_group_offsets(self.group, partitions=partitions)
+            except KafkaError as exc:
+                if not exc.retriable or time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+
     async def lag(self) -> list[PartitionLag]:
         """Every partition of the consumed topics, with its lag (raises on a broker error)."""
         await self.start()
@@ -97,7 +115,7 @@ class LagProbe:
         partitions = await self._partitions(admin)
         if not partitions:
             return []
-        committed = await admin.list_consumer_group_offsets(self.group, partitions=partitions)
+        committed = await self._committed(admin, partitions)
         ends = await consumer.end_offsets(partitions)
         starts = await consumer.beginning_offsets(partitions)
         rows = []
