@@ -137,12 +137,15 @@ class Monitor:
         colorterms: Mapping[str, ColorTerm],
         lag: LagState | None = None,
         clock: Any = time.time,
+        summary_ttl_s: float = 1.0,
     ) -> None:
         self.readmodel = readmodel
         self.output_root = Path(output_root)
         self.colorterms = colorterms
         self.lag = lag or LagState()
         self._clock = clock
+        self.summary_ttl_s = summary_ttl_s
+        self._summary: tuple[float, dict] | None = None  # (when, what): shared by clients
 
     def exposures(self, query: ExposureQuery) -> dict:
         """A page of exposure rows, newest first, and the cursor of the next (older) page."""
@@ -204,7 +207,16 @@ class Monitor:
         }
 
     def summary(self) -> dict:
-        now_ms = self._clock() * 1000.0
+        """The page's figures; made at most once per ``summary_ttl_s`` however many live
+        pages ask (each would otherwise read the latest 1,000 rows every 2 s)."""
+        now = self._clock()
+        if self._summary is not None and now - self._summary[0] < self.summary_ttl_s:
+            return self._summary[1]
+        summary = self._make_summary(now * 1000.0)
+        self._summary = (now, summary)
+        return summary
+
+    def _make_summary(self, now_ms: float) -> dict:
         return {
             "now_ms": now_ms,
             "exposures": self.readmodel.count_by_status(),

@@ -288,3 +288,15 @@ def test_metrics_parse_and_count(model, tmp_path):
     assert samples[(bucket, (("le", "+Inf"), ("stage", "detect")))] == 4
     assert families["calibstream_latency_seconds"].type == "histogram"
     assert samples[("calibstream_redis_up", ())] == 1
+
+
+def test_one_summary_serves_every_client_for_a_second(model, tmp_path):
+    fill(model, n=10)
+    now = [T0_MS / 1000]
+    monitor = Monitor(model, tmp_path, Config().colorterms, clock=lambda: now[0])
+    first = monitor.summary()
+    model.record_metrics(7777, {"status": "ok", "expid": 7777, "persisted_ms": T0_MS})
+    now[0] += 0.5
+    assert monitor.summary() is first  # within the second: the same answer, no Redis reads
+    now[0] += 0.6
+    assert monitor.summary()["exposures"]["ok"] == first["exposures"]["ok"] + 1
