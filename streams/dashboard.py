@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -35,7 +34,7 @@ from aiohttp import web
 from streams.lag import LagProbe
 from streams.metrics import metrics_text
 from streams.monitor import ExposureQuery, LagState, Monitor
-from streams.readmodel import RedisReadModel
+from streams.readmodel import RedisReadModel, json_text
 from streams.settings import Deployment
 
 __all__ = ["build_app", "run_dashboard"]
@@ -51,15 +50,7 @@ MONITOR = web.AppKey("monitor", Monitor)
 
 
 def _json(value: Any, status: int = 200) -> web.Response:
-    text = json.dumps(value, separators=(",", ":"), allow_nan=False, default=_plain)
-    return web.Response(text=text, status=status, content_type="application/json")
-
-
-def _plain(value: Any) -> Any:
-    for attr in ("item", "tolist"):  # numpy values
-        if hasattr(value, attr):
-            return getattr(value, attr)()
-    raise TypeError(f"{type(value).__name__} is not JSON")
+    return web.Response(text=json_text(value), status=status, content_type="application/json")
 
 
 def _expid(request: web.Request) -> int:
@@ -138,8 +129,7 @@ async def _events(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
 
     async def send(event: str, data: Any) -> None:
-        text = json.dumps(data, separators=(",", ":"), allow_nan=False, default=_plain)
-        await response.write(f"event: {event}\ndata: {text}\n\n".encode())
+        await response.write(f"event: {event}\ndata: {json_text(data)}\n\n".encode())
 
     looks = 0
     with contextlib.suppress(ConnectionResetError, asyncio.CancelledError):

@@ -27,7 +27,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-__all__ = ["HISTOGRAM_BUCKETS_S", "Histogram", "RedisReadModel"]
+__all__ = ["HISTOGRAM_BUCKETS_S", "Histogram", "RedisReadModel", "json_text"]
 
 #: Upper bounds (seconds) of the histograms' buckets: stage durations and latency.
 HISTOGRAM_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -102,7 +102,9 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def _dumps(value: dict) -> str:
+def json_text(value: Any) -> str:
+    """Strict, compact JSON of ``value`` (numpy values as Python ones, NaN/inf as null): the
+    read model's rows and the dashboard's answers."""
     return json.dumps(_plain(value), sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
@@ -291,7 +293,7 @@ class RedisReadModel:
 
     def record_persisted(self, exposure_id: int | str, entry: dict) -> None:
         """Note that the sink persisted an exposure (status, folder, fingerprint, persisted_ms)."""
-        text = _dumps(entry)
+        text = json_text(entry)
         self._call(lambda r: r.hset(self._key("ledger"), str(exposure_id), text), None)
 
     def persisted(self, exposure_id: int | str) -> dict | None:
@@ -316,7 +318,7 @@ class RedisReadModel:
             score = time.time() * 1000.0
             body["persisted_ms"] = int(score)
         status = str(body.get("status") or "unknown")
-        text = _dumps(body)
+        text = json_text(body)
         keys = [
             self._key("metrics"),
             self._key("metrics", "by_time"),
