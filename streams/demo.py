@@ -31,7 +31,6 @@ from streams.services import (
     ServiceUnavailable,
     TansuBroker,
     WorkerProcess,
-    free_port,
     port_open,
 )
 from streams.settings import StreamSettings, write_stream_config
@@ -112,9 +111,7 @@ def _start_dashboard(
     if port and port_open(HOST, port):
         print(f"port {port} is taken: the dashboard takes a free one")
         port = 0
-    dashboard = running.enter_context(
-        DashboardProcess(config, out / "dashboard", port=port or free_port())
-    )
+    dashboard = running.enter_context(DashboardProcess(config, out / "dashboard", port=port))
     print(f"dashboard at {dashboard.url}", flush=True)
     return dashboard
 
