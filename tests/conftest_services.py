@@ -9,6 +9,8 @@
 - ``kafka_factory()``: a private Apache Kafka broker, for tests that kill or restart it.
 - ``redis_url``: ``$REDIS_URL`` when set (it must answer PING), else a redis-server started here.
 - ``redis_factory()``: a private, started :class:`~streams.services.RedisServer` (stop it at will).
+- ``read_model``: a :class:`~streams.readmodel.RedisReadModel` on ``redis_url`` under its own
+  key prefix, cleaned up afterwards.
 
 What cannot run on this machine skips, with the reason in the ``-ra`` summary. One instance of
 each session service is shared however many modules import these fixtures.
@@ -17,11 +19,14 @@ each session service is shared however many modules import these fixtures.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import redis
 
+from streams.readmodel import RedisReadModel
 from streams.services import (
     KafkaBroker,
     RedisServer,
@@ -83,22 +88,27 @@ def kafka() -> Iterator[KafkaBroker]:
     _close("kafka")
 
 
+def _factory(name: str, make: Callable[..., Any]) -> Iterator[Callable[..., Any]]:
+    """``factory(**kwargs)``: a new started service made by ``make``, closed at the end."""
+    made: list[Any] = []
+
+    def start(**kwargs: Any) -> Any:
+        try:
+            service = make(**kwargs)
+        except ServiceUnavailable as exc:
+            pytest.skip(f"{name}: {exc}")
+        made.append(service)
+        return service.start()
+
+    yield start
+    for service in made:
+        service.close()
+
+
 @pytest.fixture(scope="session")
 def kafka_factory() -> Iterator[Callable[..., KafkaBroker]]:
     """``kafka_factory(**KafkaBroker kwargs)``: a new started broker, closed at the end."""
-    made: list[KafkaBroker] = []
-
-    def make(**kwargs: Any) -> KafkaBroker:
-        try:
-            broker = _kafka(**kwargs)
-        except ServiceUnavailable as exc:
-            pytest.skip(f"kafka: {exc}")
-        made.append(broker)
-        return broker.start()
-
-    yield make
-    for broker in made:
-        broker.close()
+    yield from _factory("kafka", _kafka)
 
 
 @pytest.fixture(scope="session")
@@ -117,19 +127,33 @@ def redis_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def redis_factory() -> Iterator[Callable[..., RedisServer]]:
     """``redis_factory(**RedisServer kwargs)``: a new started redis-server, closed at the end."""
-    made: list[RedisServer] = []
-
-    def make(**kwargs: Any) -> RedisServer:
-        try:
-            server = RedisServer(**kwargs)
-        except ServiceUnavailable as exc:
-            pytest.skip(f"redis: {exc}")
-        made.append(server)
-        return server.start()
-
-    yield make
-    for server in made:
-        server.close()
+    yield from _factory("redis", RedisServer)
 
 
-__all__ = ["kafka", "kafka_factory", "redis_factory", "redis_url", "tansu"]
+def fresh_prefix() -> str:
+    """A Redis key prefix of a test's own."""
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def read_model(redis_url: str) -> Iterator[RedisReadModel]:
+    """A read model on the session Redis under its own prefix; its keys deleted afterwards."""
+    prefix = fresh_prefix()
+    model = RedisReadModel(redis_url, prefix=prefix)
+    yield model
+    model.close()
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=f"{prefix}:*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+__all__ = [
+    "kafka",
+    "kafka_factory",
+    "read_model",
+    "redis_factory",
+    "redis_url",
+    "tansu",
+]

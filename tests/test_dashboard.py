@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import redis
 from aiohttp.test_utils import TestClient, TestServer
 from astropy.io import fits
-from conftest_services import *  # noqa: F403 (the fixtures: redis_url)
+from conftest_services import *  # noqa: F403 (the fixtures: read_model, redis_url)
 from prometheus_client.parser import text_string_to_metric_families
 
 from calibstream.cli import main as core_main
@@ -105,26 +102,23 @@ def test_a_failed_exposure_has_a_summary_and_no_plots(tmp_path):
     assert exposure_quality(tmp_path, 8, {}) is None
 
 
-# ---------------------------------------------------------------- the read model and the API
+# ---------------------------------------------------------------- the read read_model and the API
+
+
+def metric_samples(text: str) -> dict[tuple[str, tuple], float]:
+    """A Prometheus exposition, parsed by prometheus-client: (name, sorted labels) -> value."""
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
 
 N_ROWS = 1000
 T0_MS = 1_790_000_000_000
 
 
-@pytest.fixture
-def model(redis_url: str) -> Iterator[RedisReadModel]:
-    prefix = f"test-{uuid.uuid4().hex[:12]}"
-    rm = RedisReadModel(redis_url, prefix=prefix)
-    yield rm
-    rm.close()
-    client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(match=f"{prefix}:*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
-
-
-def fill(model: RedisReadModel, n: int = N_ROWS, seed: int = 3) -> list[dict]:
+def fill(read_model: RedisReadModel, n: int = N_ROWS, seed: int = 3) -> list[dict]:
     """``n`` exposures, one every 5 s; every 10th failed; bands r/g; 10 visits x 4 detectors."""
     rng = np.random.default_rng(seed)
     rows = []
@@ -151,14 +145,14 @@ def fill(model: RedisReadModel, n: int = N_ROWS, seed: int = 3) -> list[dict]:
             )
         else:
             row.update(stage="astrometry", error="NoReferenceStarsError", reason=f"none {i}")
-        model.record_metrics(row["expid"], row)
+        read_model.record_metrics(row["expid"], row)
         rows.append(row)
     return rows
 
 
-def api(model: RedisReadModel, root: Path, clock_ms: float, calls) -> object:
+def api(read_model: RedisReadModel, root: Path, clock_ms: float, calls) -> object:
     """Run ``calls(client)`` against the dashboard app on a test server."""
-    monitor = Monitor(model, root, Config().colorterms, clock=lambda: clock_ms / 1000)
+    monitor = Monitor(read_model, root, Config().colorterms, clock=lambda: clock_ms / 1000)
 
     async def run():
         async with TestClient(TestServer(build_app(monitor))) as client:
@@ -167,8 +161,8 @@ def api(model: RedisReadModel, root: Path, clock_ms: float, calls) -> object:
     return asyncio.run(run())
 
 
-def test_pages_cover_every_exposure_once_newest_first(model, tmp_path):
-    rows = fill(model)
+def test_pages_cover_every_exposure_once_newest_first(read_model, tmp_path):
+    rows = fill(read_model)
 
     async def calls(client):
         seen, before = [], None
@@ -180,13 +174,13 @@ def test_pages_cover_every_exposure_once_newest_first(model, tmp_path):
             if before is None:
                 return seen
 
-    seen = api(model, tmp_path, T0_MS, calls)
+    seen = api(read_model, tmp_path, T0_MS, calls)
     assert [r["expid"] for r in seen] == [r["expid"] for r in reversed(rows)]
     assert set(seen[0]) == set(ROW_FIELDS)  # rows carry the listed fields (not the timings)
 
 
-def test_filters_and_status(model, tmp_path):
-    rows = fill(model)
+def test_filters_and_status(read_model, tmp_path):
+    rows = fill(read_model)
 
     async def calls(client):
         params = {"band": "r", "visit": "104", "detector": "1", "limit": "5000"}
@@ -196,7 +190,7 @@ def test_filters_and_status(model, tmp_path):
         missing = await client.get("/api/exposures/1")
         return filtered, failed, bad.status, missing.status
 
-    filtered, failed, bad, missing = api(model, tmp_path, T0_MS, calls)
+    filtered, failed, bad, missing = api(read_model, tmp_path, T0_MS, calls)
     expected = [
         r["expid"]
         for r in reversed(rows)
@@ -208,14 +202,14 @@ def test_filters_and_status(model, tmp_path):
     assert (bad, missing) == (400, 404)
 
 
-def test_summary_figures(model, tmp_path):
-    rows = fill(model)
+def test_summary_figures(read_model, tmp_path):
+    rows = fill(read_model)
     now_ms = T0_MS + 5000 * (N_ROWS - 1) + 1000  # a second after the last exposure
 
     async def calls(client):
         return await (await client.get("/api/summary")).json()
 
-    summary = api(model, tmp_path, now_ms, calls)
+    summary = api(read_model, tmp_path, now_ms, calls)
     ok = [r for r in rows if r["status"] == "ok"]
     assert summary["exposures"] == {"ok": len(ok), "failed": N_ROWS - len(ok)}
     latencies = [r["latency_s"] for r in ok]  # all within the 1000-exposure window
@@ -230,14 +224,14 @@ def test_summary_figures(model, tmp_path):
     )
 
 
-def test_live_events_bring_new_exposures(model, tmp_path):
-    fill(model, n=5)
+def test_live_events_bring_new_exposures(read_model, tmp_path):
+    fill(read_model, n=5)
     since = T0_MS + 5000 * 4
 
     async def calls(client):
         response = await client.get(f"/api/events?since={since}")
         assert response.headers["Content-Type"].startswith("text/event-stream")
-        model.record_metrics(9999, {"status": "ok", "expid": 9999, "persisted_ms": since + 10})
+        read_model.record_metrics(9999, {"status": "ok", "expid": 9999, "persisted_ms": since + 10})
         events = {}
         async with asyncio.timeout(10):
             while "exposures" not in events or "summary" not in events:
@@ -248,30 +242,27 @@ def test_live_events_bring_new_exposures(model, tmp_path):
         response.close()
         return events
 
-    events = api(model, tmp_path, since, calls)
+    events = api(read_model, tmp_path, since, calls)
     assert [r["expid"] for r in events["exposures"]] == [9999]  # only what is newer
     assert events["summary"]["exposures"]["ok"] in (5, 6)  # before or after the new one
 
 
-def test_metrics_parse_and_count(model, tmp_path):
-    fill(model, n=20)
+def test_metrics_parse_and_count(read_model, tmp_path):
+    fill(read_model, n=20)
     for agent in ("detect", "astrometry"):
         for _ in range(3):
-            model.incr(f"processed:{agent}")
-    model.incr("failed:read", 2)
-    model.incr("cache:hit", 5)
-    model.incr("cache:miss")
+            read_model.incr(f"processed:{agent}")
+    read_model.incr("failed:read", 2)
+    read_model.incr("cache:hit", 5)
+    read_model.incr("cache:miss")
     for seconds in (0.01, 0.3, 0.3, 400.0):
-        model.observe("stage_seconds", "detect", seconds)
-    model.observe("latency_seconds", "persisted", 2.0)
+        read_model.observe("stage_seconds", "detect", seconds)
+    read_model.observe("latency_seconds", "persisted", 2.0)
 
-    monitor = Monitor(model, tmp_path, Config().colorterms)
-    families = {f.name: f for f in text_string_to_metric_families(metrics_text(monitor).decode())}
-    samples = {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for f in families.values()
-        for s in f.samples
-    }
+    monitor = Monitor(read_model, tmp_path, Config().colorterms)
+    text = metrics_text(monitor).decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    samples = metric_samples(text)
     assert samples[("calibstream_events_processed_total", (("stage", "detect"),))] == 3
     assert samples[("calibstream_events_failed_total", (("stage", "read"),))] == 2
     assert samples[("calibstream_refcat_cache_hits_total", ())] == 5
@@ -290,12 +281,12 @@ def test_metrics_parse_and_count(model, tmp_path):
     assert samples[("calibstream_redis_up", ())] == 1
 
 
-def test_one_summary_serves_every_client_for_a_second(model, tmp_path):
-    fill(model, n=10)
+def test_one_summary_serves_every_client_for_a_second(read_model, tmp_path):
+    fill(read_model, n=10)
     now = [T0_MS / 1000]
-    monitor = Monitor(model, tmp_path, Config().colorterms, clock=lambda: now[0])
+    monitor = Monitor(read_model, tmp_path, Config().colorterms, clock=lambda: now[0])
     first = monitor.summary()
-    model.record_metrics(7777, {"status": "ok", "expid": 7777, "persisted_ms": T0_MS})
+    read_model.record_metrics(7777, {"status": "ok", "expid": 7777, "persisted_ms": T0_MS})
     now[0] += 0.5
     assert monitor.summary() is first  # within the second: the same answer, no Redis reads
     now[0] += 0.6

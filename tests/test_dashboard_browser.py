@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from conftest_services import *  # noqa: F403 (the fixtures: redis_factory)
-from prometheus_client.parser import text_string_to_metric_families
+from test_dashboard import metric_samples
 
 from streams.readmodel import RedisReadModel
 from streams.services import DashboardProcess, free_port, port_open
@@ -86,12 +86,7 @@ class Page:
 
 
 def metrics(url: str) -> dict[tuple[str, tuple], float]:
-    text = urllib.request.urlopen(url + "metrics", timeout=10).read().decode()
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
+    return metric_samples(urllib.request.urlopen(url + "metrics", timeout=10).read().decode())
 
 
 # ---------------------------------------------------------------- against a running demo

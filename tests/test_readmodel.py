@@ -1,5 +1,5 @@
 """``streams.readmodel.RedisReadModel`` against a real redis-server: the shard cache, the
-ledger, the metrics read model and counters, and how it degrades (and recovers) when Redis
+ledger, the metrics read read_model and counters, and how it degrades (and recovers) when Redis
 stops."""
 
 from __future__ import annotations
@@ -8,13 +8,12 @@ import json
 import logging
 import socket
 import time
-import uuid
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
 import redis
-from conftest_services import *  # noqa: F403 (the fixtures: redis_url, redis_factory)
+from conftest_services import *  # noqa: F403 (the fixtures: read_model, redis_url, redis_factory)
+from conftest_services import fresh_prefix
 from test_refcat import catalog, write
 
 from calibstream.refcat import ingest_refcat, load_refcat
@@ -31,24 +30,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def fresh_prefix() -> str:
-    return f"test-{uuid.uuid4().hex[:12]}"
-
-
-@pytest.fixture
-def model(redis_url: str) -> Iterator[RedisReadModel]:
-    """A model on the session Redis under its own prefix; its keys are deleted afterwards."""
-    prefix = fresh_prefix()
-    rm = RedisReadModel(redis_url, prefix=prefix)
-    yield rm
-    rm.close()
-    client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(match=f"{prefix}:*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
 
 
 def warnings_of(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
@@ -71,97 +52,99 @@ def metric(exposure_id: int, ms: int, status: str = "ok", **extra) -> dict:
 # --------------------------------------------------------------------------- shard cache
 
 
-def test_shard_cache_round_trip_counts_hits_and_misses(model: RedisReadModel, redis_url) -> None:
-    assert model.state == "up"
-    assert model.get("calibstream:refcat:abc") is None
-    model.set("calibstream:refcat:abc", b"\x00shard bytes\xff")
-    assert model.get("calibstream:refcat:abc") == b"\x00shard bytes\xff"
-    assert model.get("calibstream:refcat:abc") == b"\x00shard bytes\xff"
-    status = model.status()
+def test_shard_cache_round_trip_counts_hits_and_misses(
+    read_model: RedisReadModel, redis_url
+) -> None:
+    assert read_model.state == "up"
+    assert read_model.get("calibstream:refcat:abc") is None
+    read_model.set("calibstream:refcat:abc", b"\x00shard bytes\xff")
+    assert read_model.get("calibstream:refcat:abc") == b"\x00shard bytes\xff"
+    assert read_model.get("calibstream:refcat:abc") == b"\x00shard bytes\xff"
+    status = read_model.status()
     assert (status["cache_hits"], status["cache_misses"], status["errors"]) == (2, 1, 0)
     client = redis.Redis.from_url(redis_url)
-    key = f"{model.prefix}:shard:calibstream:refcat:abc"
+    key = f"{read_model.prefix}:shard:calibstream:refcat:abc"
     assert 0 < client.ttl(key) <= 86400
 
-    forever = RedisReadModel(redis_url, prefix=model.prefix, shard_ttl_s=None)
+    forever = RedisReadModel(redis_url, prefix=read_model.prefix, shard_ttl_s=None)
     forever.set("k2", b"x")
-    assert client.ttl(f"{model.prefix}:shard:k2") == -1  # no expiry
+    assert client.ttl(f"{read_model.prefix}:shard:k2") == -1  # no expiry
     forever.close()
     client.close()
 
 
-def test_is_the_shard_cache_of_load_refcat(model: RedisReadModel, tmp_path) -> None:
+def test_is_the_shard_cache_of_load_refcat(read_model: RedisReadModel, tmp_path) -> None:
     cols = catalog(3000, seed=7, ra=(140.0, 160.0), dec=(10.0, 30.0), bands="g")
     ingest_refcat([write(cols, tmp_path / "cat.parquet")], tmp_path / "store", nside=8)
-    first = load_refcat(tmp_path / "store", 150.0, 20.0, 8.0, shard_cache=model)
+    first = load_refcat(tmp_path / "store", 150.0, 20.0, 8.0, shard_cache=read_model)
     assert first.stats.shards > 1
     assert first.stats.cache_misses == first.stats.shards and first.stats.cache_hits == 0
-    second = load_refcat(tmp_path / "store", 150.0, 20.0, 8.0, shard_cache=model)
+    second = load_refcat(tmp_path / "store", 150.0, 20.0, 8.0, shard_cache=read_model)
     assert second.stats.cache_hits == second.stats.shards and second.stats.cache_misses == 0
     assert second.stats.cache_errors == 0
     np.testing.assert_array_equal(second.id, first.id)
     np.testing.assert_array_equal(second.ra, first.ra)
-    assert model.status()["cache_hits"] == second.stats.shards
+    assert read_model.status()["cache_hits"] == second.stats.shards
 
 
 # --------------------------------------------------------------------------- ledger
 
 
-def test_ledger_is_idempotent(model: RedisReadModel) -> None:
-    assert model.persisted(42) is None and model.ledger_size() == 0
+def test_ledger_is_idempotent(read_model: RedisReadModel) -> None:
+    assert read_model.persisted(42) is None and read_model.ledger_size() == 0
     entry = {"status": "ok", "folder": "out/42", "fingerprint": "ab" * 32, "persisted_ms": 5}
-    model.record_persisted(42, entry)
-    model.record_persisted("42", {**entry, "persisted_ms": 6})  # same exposure, int or str
-    model.record_persisted(43, {**entry, "status": "failed", "folder": "out/43"})
-    assert model.ledger_size() == 2
-    assert model.persisted(42) == {**entry, "persisted_ms": 6}
-    assert model.persisted("43")["status"] == "failed"
+    read_model.record_persisted(42, entry)
+    read_model.record_persisted("42", {**entry, "persisted_ms": 6})  # same exposure, int or str
+    read_model.record_persisted(43, {**entry, "status": "failed", "folder": "out/43"})
+    assert read_model.ledger_size() == 2
+    assert read_model.persisted(42) == {**entry, "persisted_ms": 6}
+    assert read_model.persisted("43")["status"] == "failed"
 
 
 # --------------------------------------------------------------------------- metrics
 
 
-def test_metrics_replace_order_page_and_filter(model: RedisReadModel, redis_url) -> None:
+def test_metrics_replace_order_page_and_filter(read_model: RedisReadModel, redis_url) -> None:
     for i, ms in enumerate([500, 100, 400, 200, 300]):
-        model.record_metrics(1000 + i, metric(1000 + i, ms, "failed" if i % 2 else "ok"))
+        read_model.record_metrics(1000 + i, metric(1000 + i, ms, "failed" if i % 2 else "ok"))
     # 1000:500 ok, 1001:100 failed, 1002:400 ok, 1003:200 failed, 1004:300 ok
-    assert model.count_metrics() == 5
-    ids = [m["exposure_id"] for m in model.recent_metrics()]
+    assert read_model.count_metrics() == 5
+    ids = [m["exposure_id"] for m in read_model.recent_metrics()]
     assert ids == [1000, 1002, 1004, 1003, 1001]  # newest persisted_ms first
-    assert [m["exposure_id"] for m in model.recent_metrics(2, 1)] == [1002, 1004]
-    assert [m["exposure_id"] for m in model.recent_metrics(10, 4)] == [1001]
-    assert model.recent_metrics(10, 5) == [] and model.recent_metrics(0) == []
-    assert [m["exposure_id"] for m in model.recent_metrics(status="failed")] == [1003, 1001]
+    assert [m["exposure_id"] for m in read_model.recent_metrics(2, 1)] == [1002, 1004]
+    assert [m["exposure_id"] for m in read_model.recent_metrics(10, 4)] == [1001]
+    assert read_model.recent_metrics(10, 5) == [] and read_model.recent_metrics(0) == []
+    assert [m["exposure_id"] for m in read_model.recent_metrics(status="failed")] == [1003, 1001]
 
     # Recording an exposure again replaces it: new time, new status, no duplicate.
-    model.record_metrics(1001, metric(1001, 900, "ok", magzero=31.5))
-    model.record_metrics(1001, metric(1001, 900, "ok", magzero=31.5))
-    assert model.count_metrics() == 5
-    assert model.recent_metrics(1)[0] == metric(1001, 900, "ok", magzero=31.5)
-    assert [m["exposure_id"] for m in model.recent_metrics(status="failed")] == [1003]
-    assert [m["exposure_id"] for m in model.recent_metrics(status="ok")][:2] == [1001, 1000]
-    assert model.recent_metrics(status="nonesuch") == []
-    assert model.metrics(1001)["magzero"] == 31.5 and model.metrics(999) is None
+    read_model.record_metrics(1001, metric(1001, 900, "ok", magzero=31.5))
+    read_model.record_metrics(1001, metric(1001, 900, "ok", magzero=31.5))
+    assert read_model.count_metrics() == 5
+    assert read_model.recent_metrics(1)[0] == metric(1001, 900, "ok", magzero=31.5)
+    assert [m["exposure_id"] for m in read_model.recent_metrics(status="failed")] == [1003]
+    assert [m["exposure_id"] for m in read_model.recent_metrics(status="ok")][:2] == [1001, 1000]
+    assert read_model.recent_metrics(status="nonesuch") == []
+    assert read_model.metrics(1001)["magzero"] == 31.5 and read_model.metrics(999) is None
 
     # Stored as strict JSON with sorted keys: NaN/inf become null, numpy values plain.
-    model.record_metrics(
+    read_model.record_metrics(
         7, {"status": "failed", "magzero": float("nan"), "astnmatch": np.int64(3),
             "astrms_mas": np.float32(12.5), "latency_s": np.inf, "reason": "no matches"}
     )  # fmt: skip
-    got = model.metrics(7)
+    got = read_model.metrics(7)
     assert got["magzero"] is None and got["latency_s"] is None
     assert got["astnmatch"] == 3 and got["astrms_mas"] == 12.5 and got["exposure_id"] == 7
     assert isinstance(got["persisted_ms"], int)  # absent: stamped with the time of recording
-    raw = redis.Redis.from_url(redis_url).hget(f"{model.prefix}:metrics", "7").decode()
+    raw = redis.Redis.from_url(redis_url).hget(f"{read_model.prefix}:metrics", "7").decode()
     assert list(json.loads(raw)) == sorted(json.loads(raw)) and "NaN" not in raw
 
 
-def test_counters(model: RedisReadModel) -> None:
-    assert model.counters() == {}
-    model.incr("processed:detect")
-    model.incr("processed:detect", 4)
-    model.incr("failed:astrometry")
-    assert model.counters() == {"processed:detect": 5, "failed:astrometry": 1}
+def test_counters(read_model: RedisReadModel) -> None:
+    assert read_model.counters() == {}
+    read_model.incr("processed:detect")
+    read_model.incr("processed:detect", 4)
+    read_model.incr("failed:astrometry")
+    assert read_model.counters() == {"processed:detect": 5, "failed:astrometry": 1}
 
 
 # --------------------------------------------------------------------------- degrading
