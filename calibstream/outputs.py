@@ -223,11 +223,18 @@ def write_failure(
     return publish_folder(exposure_dir(root, expid), {SUMMARY: _json_bytes(summary)})
 
 
-def _status(folder: Path) -> str | None:
+def read_summary(folder: Path) -> dict | None:
+    """A folder's summary.json, or None when there is none (or it is not readable yet)."""
     try:
-        return json.loads((folder / SUMMARY).read_text()).get("status")
+        summary = json.loads((folder / SUMMARY).read_text())
     except (OSError, ValueError):
         return None
+    return summary if isinstance(summary, dict) else None
+
+
+def _status(folder: Path) -> str | None:
+    summary = read_summary(folder)
+    return None if summary is None else summary.get("status")
 
 
 def _json_bytes(data: Mapping[str, object]) -> bytes:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from calibstream.config import ColorTerm
+from calibstream.outputs import exposure_dir, read_summary
 from streams.lag import PartitionLag
 from streams.quality import exposure_quality
 from streams.readmodel import Histogram, RedisReadModel
@@ -165,8 +166,7 @@ class Monitor:
     def exposure(self, expid: int) -> dict | None:
         """One exposure: its read-model row (timings included) and its summary.json."""
         metrics = self.readmodel.metrics(expid)
-        quality = exposure_quality(self.output_root, expid, self.colorterms)
-        summary = None if quality is None else quality["summary"]
+        summary = read_summary(exposure_dir(self.output_root, expid))  # not its FITS files
         if metrics is None and summary is None:
             return None
         return {"metrics": metrics, "summary": summary}

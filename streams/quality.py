@@ -9,7 +9,6 @@ itself. Pure functions of arrays and headers; :func:`exposure_quality` reads the
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,7 +19,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 from numpy.polynomial.polynomial import polyval2d
 
 from calibstream.config import ColorTerm
-from calibstream.outputs import exposure_dir
+from calibstream.outputs import exposure_dir, read_summary
 from calibstream.photocal import reference_magnitudes
 
 __all__ = [
@@ -115,10 +114,9 @@ def _table(path: Path) -> dict[str, np.ndarray]:
 def exposure_quality(root: Path, expid: int, colorterms: Mapping[str, ColorTerm]) -> dict | None:
     """Everything the per-exposure page draws, from the folder; None when there is none."""
     folder = exposure_dir(root, expid)
-    summary_path = folder / "summary.json"
-    if not summary_path.is_file():
+    summary = read_summary(folder)
+    if summary is None:
         return None
-    summary = json.loads(summary_path.read_text())
     if summary.get("status") != "ok":
         return {"summary": summary}
     with fits.open(folder / "calexp.fits", memmap=False) as hdul:
