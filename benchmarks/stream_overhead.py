@@ -25,14 +25,13 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 from calibstream.batch import calibrate_file  # noqa: E402
 from calibstream.config import Config  # noqa: E402
-from calibstream.exposure import read_metadata  # noqa: E402
 from calibstream.refcat import ingest_refcat  # noqa: E402
 from calibstream.runtime import reuse_freed_memory  # noqa: E402
 from calibstream.simulate import write_simulation  # noqa: E402
-from streams import events, steps  # noqa: E402
-from streams.codec import encode  # noqa: E402
+from streams import steps  # noqa: E402
 from streams.readmodel import RedisReadModel  # noqa: E402
 from streams.settings import StreamSettings  # noqa: E402
+from streams.worker import characterized_exposure  # noqa: E402
 
 
 def main() -> None:
@@ -60,15 +59,11 @@ def main() -> None:
             calibrate_file(path, store, work / "batch", config)
 
         def stream(path: Path) -> None:
-            metadata = read_metadata(path)
-            value = encode(
-                "characterized_exposure", events.characterized_exposure_event(metadata, str(path))
-            )
-            key = events.exposure_key(metadata.expid)
+            _, key, value = characterized_exposure(path)
             outputs = steps.run_chained(
                 ctx, "detect", steps.Message("exposures", 0, 0, key, value), onward
             )
-            assert [o.handled for o in outputs] == [True, True, True], outputs
+            assert [o.handled for o in outputs] == [True, True, True], [o.role for o in outputs]
 
         warm, measured = paths[0], paths[1:]
         batch(warm)  # the first exposure of a process pays for its memory: not measured

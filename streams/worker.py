@@ -66,6 +66,19 @@ def producer(stream: StreamSettings) -> AIOKafkaProducer:
     )
 
 
+def characterized_exposure(path: Path) -> tuple[int, bytes, bytes]:
+    """(EXPID, key, encoded value) of a file's characterized-exposure event: the metadata of
+    its primary header (a file without a readable one raises), its absolute path as URI."""
+    path = Path(path).resolve()
+    metadata = read_metadata(path)
+    record = events.characterized_exposure_event(metadata, str(path))
+    return (
+        metadata.expid,
+        events.exposure_key(metadata.expid),
+        encode("characterized_exposure", record),
+    )
+
+
 async def asubmit(paths: Iterable[Path], stream: StreamSettings) -> list[tuple[Path, int]]:
     """A characterized-exposure event per file, keyed by EXPID; returns (path, EXPID) sent.
 
@@ -85,16 +98,11 @@ async def asubmit(paths: Iterable[Path], stream: StreamSettings) -> list[tuple[P
         turn = random.randrange(len(partitions))
         for path in paths:
             path = Path(path).resolve()
-            metadata = read_metadata(path)
-            record = events.characterized_exposure_event(metadata, str(path))
-            await client.send_and_wait(
-                topic,
-                encode("characterized_exposure", record),
-                key=events.exposure_key(metadata.expid),
-                partition=partitions[turn % len(partitions)],
-            )
+            expid, key, value = characterized_exposure(path)
+            partition = partitions[turn % len(partitions)]
+            await client.send_and_wait(topic, value, key=key, partition=partition)
             turn += 1
-            sent.append((path, metadata.expid))
+            sent.append((path, expid))
     finally:
         await client.stop()
     return sent

@@ -27,6 +27,7 @@ from streams.readmodel import RedisReadModel
 from streams.replay import run_chain
 from streams.services import free_port
 from streams.settings import StreamSettings
+from streams.worker import characterized_exposure
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +45,7 @@ def context(survey, root, redis=None) -> steps.Context:
 
 
 def submitted(path) -> bytes:
-    record = events.characterized_exposure_event(read_metadata(path), str(path.resolve()))
-    return encode("characterized_exposure", record)
+    return characterized_exposure(path)[2]
 
 
 def test_chain_with_redis_down_writes_what_the_batch_writes(survey, tmp_path, caplog):
