@@ -64,16 +64,15 @@ function drawQuality(q) {
   const chipY = { range: [0, q.height], title: { text: "y (px)" }, scaleanchor: "x", constrain: "domain" };
 
   const a = q.astrometry;
-  const used = a.used;
-  const east = a.east_mas, north = a.north_mas;
-  const vec = arrows(pick(a.x, used), pick(a.y, used), pick(east, used), pick(north, used), q.width, 0.04);
+  const [x, y, east, north] = [a.x, a.y, a.east_mas, a.north_mas].map((v) => pick(v, a.used));
+  const vec = arrows(x, y, east, north, q.width, 0.04);
   Plotly.newPlot("astrometry-chart", [
     { type: "scatter", mode: "lines", name: "residual (scaled)", x: vec.sx, y: vec.sy, line: { width: 1.5, color: "#d62728" }, hoverinfo: "skip" },
-    { type: "scatter", mode: "markers", name: "matched star (used)", x: pick(a.x, used), y: pick(a.y, used), marker: { size: 4, color: "#1f77b4" },
-      customdata: pick(east, used).map((e, i) => [e, pick(north, used)[i]]), hovertemplate: "east %{customdata[0]:.1f} mas<br>north %{customdata[1]:.1f} mas<extra></extra>" },
+    { type: "scatter", mode: "markers", name: "matched star (used)", x, y, marker: { size: 4, color: "#1f77b4" },
+      customdata: east.map((e, i) => [e, north[i]]), hovertemplate: "east %{customdata[0]:.1f} mas<br>north %{customdata[1]:.1f} mas<extra></extra>" },
   ], calib.layout({ xaxis: chip, yaxis: chipY }), calib.config);
   document.getElementById("astrometry-note").textContent =
-    `${used.filter(Boolean).length} matches used; arrows: east/north residual × ${calib.num(vec.scale, 2)} px per mas.`;
+    `${x.length} matches used; arrows: east/north residual × ${calib.num(vec.scale, 2)} px per mas.`;
 
   const p = q.photometry;
   if (p.available) {
