@@ -40,13 +40,13 @@ from astropy.table import Table  # noqa: E402
 from astropy.wcs import WCS, FITSFixedWarning  # noqa: E402
 from measure import gaussian_filter_file  # noqa: E402  (benchmarks/measure.py, beside this script)
 
+from calibstream.astrometry.refcat import angular_separation, footprint_circle, ingest_refcat  # noqa: E402
 from calibstream.calibrate import calibrate_exposure  # noqa: E402
 from calibstream.config import Config, load_config  # noqa: E402
-from calibstream.exposure import read_exposure, write_exposure  # noqa: E402
-from calibstream.outputs import write_calibration  # noqa: E402
-from calibstream.refcat import angular_separation, footprint_circle, ingest_refcat  # noqa: E402
+from calibstream.io.exposure import read_exposure, write_exposure  # noqa: E402
+from calibstream.io.outputs import write_calibration  # noqa: E402
 from calibstream.runtime import reuse_freed_memory  # noqa: E402
-from calibstream.simulate import SimConfig, julian_year, propagate, simulate_survey  # noqa: E402
+from calibstream.simulate.simulate import SimConfig, julian_year, propagate, simulate_survey  # noqa: E402
 
 MAS_PER_DEG = 3.6e6
 GRID = 20  # WCS check: GRID × GRID pixels over the chip
@@ -74,8 +74,18 @@ FLAGS_WEIGHT
 
 #: TPV polynomial terms up to degree 3 without the radial ones (PVi_3, PVi_11):
 #: PV index -> (power of the axis' own coordinate, power of the other one).
-TPV_TERMS = {0: (0, 0), 1: (1, 0), 2: (0, 1), 4: (2, 0), 5: (1, 1), 6: (0, 2),
-             7: (3, 0), 8: (2, 1), 9: (1, 2), 10: (0, 3)}
+TPV_TERMS = {
+    0: (0, 0),
+    1: (1, 0),
+    2: (0, 1),
+    4: (2, 0),
+    5: (1, 1),
+    6: (0, 2),
+    7: (3, 0),
+    8: (2, 1),
+    9: (1, 2),
+    10: (0, 3),
+}
 
 
 # ---------------------------------------------------------------- WCS helpers
@@ -110,8 +120,9 @@ def tpv_header(wcs: WCS, shape: tuple[int, int]) -> fits.Header:
             header[f"CD{i + 1}_{j + 1}"] = float(cd[i, j])
     scale = np.abs(lin).max()
     for axis, (own, other) in enumerate([(lin[0], lin[1]), (lin[1], lin[0])]):
-        design = np.column_stack([(own / scale) ** p * (other / scale) ** q
-                                  for p, q in TPV_TERMS.values()])
+        design = np.column_stack(
+            [(own / scale) ** p * (other / scale) ** q for p, q in TPV_TERMS.values()]
+        )
         coeffs = np.linalg.lstsq(design, world[axis], rcond=None)[0]
         for k, (p, q), c in zip(TPV_TERMS, TPV_TERMS.values(), coeffs, strict=True):
             header[f"PV{axis + 1}_{k}"] = float(c / scale ** (p + q))
@@ -158,8 +169,12 @@ def wcs_errors(wcs: WCS, truth: WCS, shape: tuple[int, int]) -> np.ndarray:
 def ldac_imhead(header: fits.Header) -> fits.BinTableHDU:
     """The LDAC_IMHEAD table: one row holding a header's cards."""
     text = header.tostring(endcard=True, padding=False)
-    column = fits.Column(name="Field Header Card", format=f"{len(text)}A",
-                         array=np.array([text]), dim=f"(80, {len(text) // 80})")
+    column = fits.Column(
+        name="Field Header Card",
+        format=f"{len(text)}A",
+        array=np.array([text]),
+        dim=f"(80, {len(text) // 80})",
+    )
     return fits.BinTableHDU.from_columns([column], name="LDAC_IMHEAD")
 
 
@@ -199,37 +214,71 @@ def write_reference_ldac(refs: Table, path: Path) -> None:
     columns = [
         fits.Column(name="X_WORLD", format="D", unit="deg", array=np.asarray(refs["ra"])),
         fits.Column(name="Y_WORLD", format="D", unit="deg", array=np.asarray(refs["dec"])),
-        fits.Column(name="ERRA_WORLD", format="E", unit="deg",
-                    array=np.maximum(ra_err, dec_err)),
-        fits.Column(name="ERRB_WORLD", format="E", unit="deg",
-                    array=np.minimum(ra_err, dec_err)),
-        fits.Column(name="ERRTHETA_WORLD", format="E", unit="deg",
-                    array=np.where(ra_err >= dec_err, 0.0, 90.0)),
+        fits.Column(name="ERRA_WORLD", format="E", unit="deg", array=np.maximum(ra_err, dec_err)),
+        fits.Column(name="ERRB_WORLD", format="E", unit="deg", array=np.minimum(ra_err, dec_err)),
+        fits.Column(
+            name="ERRTHETA_WORLD",
+            format="E",
+            unit="deg",
+            array=np.where(ra_err >= dec_err, 0.0, 90.0),
+        ),
         fits.Column(name="MAG", format="E", unit="mag", array=np.asarray(refs["mag"])),
         fits.Column(name="MAGERR", format="E", unit="mag", array=np.asarray(refs["mag_err"])),
-        fits.Column(name="OBSDATE", format="D", unit="yr",
-                    array=np.full(n, refs.meta["epoch"])),
+        fits.Column(name="OBSDATE", format="D", unit="yr", array=np.full(n, refs.meta["epoch"])),
         fits.Column(name="FLAGS", format="I", array=np.zeros(n, dtype=np.int16)),
     ]
     objects = fits.BinTableHDU.from_columns(columns, name="LDAC_OBJECTS")
     fits.HDUList([fits.PrimaryHDU(), ldac_imhead(fits.Header()), objects]).writeto(
-        path, overwrite=True)
+        path, overwrite=True
+    )
 
 
 def run_sextractor(exe: str, image: Path, weight: Path, saturation: float, work: Path) -> float:
     """SExtractor's FITS_LDAC catalog for SCAMP (work/se.cat); seconds."""
     (work / "scamp.param").write_text(SEXTRACTOR_PARAMS)
     command = [
-        exe, str(image), "-c", "/dev/null",
-        "-CATALOG_NAME", str(work / "se.cat"), "-CATALOG_TYPE", "FITS_LDAC",
-        "-PARAMETERS_NAME", str(work / "scamp.param"),
-        "-DETECT_THRESH", "1.5", "-ANALYSIS_THRESH", "1.5", "-DETECT_MINAREA", "5",
-        "-FILTER", "Y", "-FILTER_NAME", str(work / "psf.conv"),
-        "-WEIGHT_TYPE", "MAP_VAR", "-WEIGHT_IMAGE", str(weight),
-        "-BACK_SIZE", "128", "-BACK_FILTERSIZE", "3",
-        "-PHOT_AUTOPARAMS", "2.5,3.5",
-        "-SATUR_LEVEL", f"{saturation:.6g}", "-NTHREADS", "1", "-VERBOSE_TYPE", "QUIET",
-        "-CHECKIMAGE_TYPE", "NONE", "-WRITE_XML", "N", "-STARNNW_NAME", "/dev/null",
+        exe,
+        str(image),
+        "-c",
+        "/dev/null",
+        "-CATALOG_NAME",
+        str(work / "se.cat"),
+        "-CATALOG_TYPE",
+        "FITS_LDAC",
+        "-PARAMETERS_NAME",
+        str(work / "scamp.param"),
+        "-DETECT_THRESH",
+        "1.5",
+        "-ANALYSIS_THRESH",
+        "1.5",
+        "-DETECT_MINAREA",
+        "5",
+        "-FILTER",
+        "Y",
+        "-FILTER_NAME",
+        str(work / "psf.conv"),
+        "-WEIGHT_TYPE",
+        "MAP_VAR",
+        "-WEIGHT_IMAGE",
+        str(weight),
+        "-BACK_SIZE",
+        "128",
+        "-BACK_FILTERSIZE",
+        "3",
+        "-PHOT_AUTOPARAMS",
+        "2.5,3.5",
+        "-SATUR_LEVEL",
+        f"{saturation:.6g}",
+        "-NTHREADS",
+        "1",
+        "-VERBOSE_TYPE",
+        "QUIET",
+        "-CHECKIMAGE_TYPE",
+        "NONE",
+        "-WRITE_XML",
+        "N",
+        "-STARNNW_NAME",
+        "/dev/null",
     ]
     start = time.perf_counter()
     subprocess.run(command, check=True, cwd=work)
@@ -240,15 +289,40 @@ def run_scamp(exe: str, work: Path) -> tuple[float, str]:
     """SCAMP on work/se.cat against work/ref.cat; seconds and its log (work/se.head written)."""
     (work / "se.head").unlink(missing_ok=True)
     command = [
-        exe, str(work / "se.cat"), "-c", "/dev/null",
-        "-ASTREF_CATALOG", "FILE", "-ASTREFCAT_NAME", str(work / "ref.cat"),
-        "-ASTREFCENT_KEYS", "X_WORLD,Y_WORLD",
-        "-ASTREFERR_KEYS", "ERRA_WORLD,ERRB_WORLD,ERRTHETA_WORLD",
-        "-ASTREFMAG_KEY", "MAG", "-ASTREFMAGERR_KEY", "MAGERR",
-        "-ASTREFOBSDATE_KEY", "OBSDATE",
-        "-MATCH", "Y", "-MATCH_RESOL", "1", "-DISTORT_DEGREES", "3",
-        "-SOLVE_PHOTOM", "N", "-CHECKPLOT_TYPE", "NONE", "-WRITE_XML", "N",
-        "-NTHREADS", "1", "-VERBOSE_TYPE", "NORMAL",
+        exe,
+        str(work / "se.cat"),
+        "-c",
+        "/dev/null",
+        "-ASTREF_CATALOG",
+        "FILE",
+        "-ASTREFCAT_NAME",
+        str(work / "ref.cat"),
+        "-ASTREFCENT_KEYS",
+        "X_WORLD,Y_WORLD",
+        "-ASTREFERR_KEYS",
+        "ERRA_WORLD,ERRB_WORLD,ERRTHETA_WORLD",
+        "-ASTREFMAG_KEY",
+        "MAG",
+        "-ASTREFMAGERR_KEY",
+        "MAGERR",
+        "-ASTREFOBSDATE_KEY",
+        "OBSDATE",
+        "-MATCH",
+        "Y",
+        "-MATCH_RESOL",
+        "1",
+        "-DISTORT_DEGREES",
+        "3",
+        "-SOLVE_PHOTOM",
+        "N",
+        "-CHECKPLOT_TYPE",
+        "NONE",
+        "-WRITE_XML",
+        "N",
+        "-NTHREADS",
+        "1",
+        "-VERBOSE_TYPE",
+        "NORMAL",
     ]
     start = time.perf_counter()
     done = subprocess.run(command, cwd=work, capture_output=True, text=True)
@@ -294,9 +368,11 @@ def main() -> None:
         survey = simulate_survey(1, SimConfig(size=tuple(args.size)), seed=args.seed)
         exposure, truth = survey.exposures[0]
         shape = exposure.shape
-        print(f"simulated {args.size[0]}x{args.size[1]} exposure with "
-              f"{len(truth.sources['x'])} sources and {len(survey.refcat)} reference stars "
-              f"in {time.perf_counter() - start:.1f} s")
+        print(
+            f"simulated {args.size[0]}x{args.size[1]} exposure with "
+            f"{len(truth.sources['x'])} sources and {len(survey.refcat)} reference stars "
+            f"in {time.perf_counter() - start:.1f} s"
+        )
         guess = wcs_errors(exposure.wcs, truth.wcs, shape)
 
         path = work / "exposure.fits"
@@ -319,8 +395,13 @@ def main() -> None:
         gaussian_filter_file(exposure.psf.fwhm, work / "psf.conv")
 
         def run_peer() -> tuple[dict[str, float], str]:
-            se = run_sextractor(sextractor, work / "image.fits", work / "variance.fits",
-                                0.999 * truth.saturation, work)
+            se = run_sextractor(
+                sextractor,
+                work / "image.fits",
+                work / "variance.fits",
+                0.999 * truth.saturation,
+                work,
+            )
             sc, log = run_scamp(scamp, work)
             return {"SExtractor": se, "SCAMP": sc}, log
 
@@ -338,10 +419,12 @@ def main() -> None:
         cold = runs[0][1]
         warm = min((t for _, t in runs[1:]), key=lambda t: sum(t.values()))
         ours = wcs_errors(calibration.astrometry.wcs, truth.wcs, shape)
-        print(f"\ncalibstream calibrate: {len(calibration.catalog['id'])} sources, "
-              f"{calibration.astrometry.n_matches} astrometric matches (rms "
-              f"{calibration.astrometry.rms_mas:.1f} mas), MAGZERO "
-              f"{calibration.photometry.magzero:.4f} (true {truth.magzero:.4f})")
+        print(
+            f"\ncalibstream calibrate: {len(calibration.catalog['id'])} sources, "
+            f"{calibration.astrometry.n_matches} astrometric matches (rms "
+            f"{calibration.astrometry.rms_mas:.1f} mas), MAGZERO "
+            f"{calibration.photometry.magzero:.4f} (true {truth.magzero:.4f})"
+        )
         print(f"  {'seconds per stage':<18s} {'first':>7s} {'steady':>7s}")
         for stage in warm:
             print(f"  {stage:<18s} {cold[stage]:7.3f} {warm[stage]:7.3f}")
@@ -349,8 +432,10 @@ def main() -> None:
         print(f"  {'total':<18s} {total_cold:7.3f} {total:7.3f}")
 
         if not have_peer:
-            print("\nsource-extractor or scamp not found (apt-get install source-extractor "
-                  "scamp): no peer figures")
+            print(
+                "\nsource-extractor or scamp not found (apt-get install source-extractor "
+                "scamp): no peer figures"
+            )
             _print_wcs([("first guess", guess), ("calibstream (TAN-SIP)", ours)])
             return
         best = min((t for t, _ in peer), key=lambda t: sum(t.values()))
@@ -358,12 +443,15 @@ def main() -> None:
         peer_total = sum(best.values())
         with fits.open(work / "se.cat") as hdul:
             n_se = len(hdul["LDAC_OBJECTS"].data)
-        theirs = wcs_errors(astropy_wcs(read_scamp_head(work / "se.head", image_header)),
-                            truth.wcs, shape)
-        print(f"\nsource-extractor + scamp: {n_se} sources; {len(refs)} reference stars at "
-              f"epoch {refs.meta['epoch']:.3f} (vs calibstream's: "
-              f"{_same_references(refs, calibration.refs)}); first guess as TPV (vs the "
-              f"TAN-SIP one: max {converted.max():.1e} mas)")
+        theirs = wcs_errors(
+            astropy_wcs(read_scamp_head(work / "se.head", image_header)), truth.wcs, shape
+        )
+        print(
+            f"\nsource-extractor + scamp: {n_se} sources; {len(refs)} reference stars at "
+            f"epoch {refs.meta['epoch']:.3f} (vs calibstream's: "
+            f"{_same_references(refs, calibration.refs)}); first guess as TPV (vs the "
+            f"TAN-SIP one: max {converted.max():.1e} mas)"
+        )
         print(f"  SCAMP {_scamp_summary(log)}")
         print(f"  {'seconds per stage':<18s} {'best':>7s}")
         for stage, seconds in best.items():
@@ -372,20 +460,28 @@ def main() -> None:
 
         # ---- summary
         print(f"\n{'':<28s} {'calibstream':>12s} {'SEx+SCAMP':>10s} {'ratio':>7s}")
-        print(f"{'total seconds, steady':<28s} {total:12.3f} {peer_total:10.3f} "
-              f"{total / peer_total:6.2f}x")
-        print(f"{'total seconds, first run':<28s} {total_cold:12.3f} {peer_total:10.3f} "
-              f"{total_cold / peer_total:6.2f}x")
+        print(
+            f"{'total seconds, steady':<28s} {total:12.3f} {peer_total:10.3f} "
+            f"{total / peer_total:6.2f}x"
+        )
+        print(
+            f"{'total seconds, first run':<28s} {total_cold:12.3f} {peer_total:10.3f} "
+            f"{total_cold / peer_total:6.2f}x"
+        )
         print(f"{'WCS rms vs truth (mas)':<28s} {_rms(ours):12.2f} {_rms(theirs):10.2f}")
         print(f"{'WCS max vs truth (mas)':<28s} {ours.max():12.2f} {theirs.max():10.2f}")
-        print(f"(on a {GRID}x{GRID} pixel grid; the first guess is off by rms "
-              f"{_rms(guess):.0f} mas, max {guess.max():.0f} mas)")
+        print(
+            f"(on a {GRID}x{GRID} pixel grid; the first guess is off by rms "
+            f"{_rms(guess):.0f} mas, max {guess.max():.0f} mas)"
+        )
         fast = total <= peer_total
         accurate = _rms(ours) <= _rms(theirs)
-        print(f"\ntarget: <= 1.0x the peer's total time ({'met' if fast else 'missed'} in the "
-              f"steady state, {'met' if total_cold <= peer_total else 'missed'} for a first "
-              f"exposure), WCS at least as accurate as SCAMP's "
-              f"({'met' if accurate else 'missed'})")
+        print(
+            f"\ntarget: <= 1.0x the peer's total time ({'met' if fast else 'missed'} in the "
+            f"steady state, {'met' if total_cold <= peer_total else 'missed'} for a first "
+            f"exposure), WCS at least as accurate as SCAMP's "
+            f"({'met' if accurate else 'missed'})"
+        )
 
 
 def _print_wcs(rows: list[tuple[str, np.ndarray]]) -> None:
@@ -400,14 +496,22 @@ def _rms(values: np.ndarray) -> float:
 
 def _same_references(refs: Table, loaded) -> str:
     """How far SCAMP's reference positions are from calibstream's, row by row (by id)."""
-    common, mine, theirs = np.intersect1d(np.asarray(refs["id"]), loaded.id,
-                                          return_indices=True)
+    common, mine, theirs = np.intersect1d(np.asarray(refs["id"]), loaded.id, return_indices=True)
     if len(common) == 0:
         return "no common rows"
-    sep = angular_separation(np.asarray(refs["ra"])[mine], np.asarray(refs["dec"])[mine],
-                             loaded.ra[theirs], loaded.dec[theirs]) * MAS_PER_DEG
-    return (f"{len(common)} of {len(refs)}/{len(loaded)} rows in common, "
-            f"max offset {sep.max() * 1000:.3f} µas")
+    sep = (
+        angular_separation(
+            np.asarray(refs["ra"])[mine],
+            np.asarray(refs["dec"])[mine],
+            loaded.ra[theirs],
+            loaded.dec[theirs],
+        )
+        * MAS_PER_DEG
+    )
+    return (
+        f"{len(common)} of {len(refs)}/{len(loaded)} rows in common, "
+        f"max offset {sep.max() * 1000:.3f} µas"
+    )
 
 
 def _scamp_summary(log: str) -> str:
@@ -418,13 +522,16 @@ def _scamp_summary(log: str) -> str:
         if "pos.angle" in line and "shift" in line:
             found["match"] = " ".join(lines[i + 1].split()[3:])
         if "Astrometric stats (external)" in line:
-            group = [x for x in lines[i + 1:i + 8] if x.startswith("Group")]
+            group = [x for x in lines[i + 1 : i + 8] if x.startswith("Group")]
             if group:
                 found["fit"] = " ".join(group[0].split()[2:])
     if not found:
         return "(no summary found in SCAMP's log)"
-    return (f"pattern match (angle, scale, contrast, shift, contrast): {found.get('match')}; "
-            f"vs references (dAXIS1 dAXIS2 chi2 nstars, all | high S/N): {found.get('fit')}")
+    return (
+        f"pattern match (angle, scale, contrast, shift, contrast): {found.get('match')}; "
+        f"vs references (dAXIS1 dAXIS2 chi2 nstars, all | high S/N): {found.get('fit')}"
+    )
+
 
 if __name__ == "__main__":
     main()

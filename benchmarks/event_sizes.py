@@ -35,11 +35,11 @@ from pathlib import Path
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
+from calibstream.astrometry.refcat import ingest_refcat  # noqa: E402
 from calibstream.config import Config  # noqa: E402
-from calibstream.exposure import write_exposure  # noqa: E402
-from calibstream.refcat import ingest_refcat  # noqa: E402
+from calibstream.io.exposure import write_exposure  # noqa: E402
 from calibstream.runtime import reuse_freed_memory  # noqa: E402
-from calibstream.simulate import SimConfig, simulate_survey  # noqa: E402
+from calibstream.simulate.simulate import SimConfig, simulate_survey  # noqa: E402
 from streams import events, steps  # noqa: E402
 from streams.codec import decode, encode  # noqa: E402
 from streams.events import ZLIB_LEVEL  # noqa: E402

@@ -25,10 +25,10 @@ import numpy as np  # noqa: E402
 from astropy.io import fits  # noqa: E402
 
 from calibstream.config import Config  # noqa: E402
-from calibstream.exposure import write_exposure  # noqa: E402
-from calibstream.pipeline import measure_file  # noqa: E402
+from calibstream.detection.pipeline import measure_file  # noqa: E402
+from calibstream.io.exposure import write_exposure  # noqa: E402
 from calibstream.runtime import reuse_freed_memory  # noqa: E402
-from calibstream.simulate import SimConfig, simulate_survey  # noqa: E402
+from calibstream.simulate.simulate import SimConfig, simulate_survey  # noqa: E402
 
 SEXTRACTOR_PARAMS = """NUMBER
 X_IMAGE
@@ -69,16 +69,48 @@ def run_sextractor(exe: str, image: Path, weight: Path, fwhm: float, radii, work
     (work / "bench.param").write_text(SEXTRACTOR_PARAMS)
     apertures = ",".join(f"{2 * r:g}" for r in radii)
     command = [
-        exe, str(image),
-        "-CATALOG_NAME", str(work / "se.cat"), "-CATALOG_TYPE", "FITS_1.0",
-        "-PARAMETERS_NAME", str(work / "bench.param"),
-        "-DETECT_THRESH", "1.5", "-ANALYSIS_THRESH", "1.5", "-DETECT_MINAREA", "5",
-        "-FILTER", "Y", "-FILTER_NAME", str(work / "psf.conv"),
-        "-WEIGHT_TYPE", "MAP_VAR", "-WEIGHT_IMAGE", str(weight),
-        "-BACK_SIZE", "128", "-BACK_FILTERSIZE", "3",
-        "-PHOT_APERTURES", apertures, "-PHOT_AUTOPARAMS", "2.5,3.5",
-        "-SATUR_LEVEL", "1e9", "-NTHREADS", "1", "-VERBOSE_TYPE", "QUIET",
-        "-CHECKIMAGE_TYPE", "NONE", "-WRITE_XML", "N", "-STARNNW_NAME", "/dev/null",
+        exe,
+        str(image),
+        "-CATALOG_NAME",
+        str(work / "se.cat"),
+        "-CATALOG_TYPE",
+        "FITS_1.0",
+        "-PARAMETERS_NAME",
+        str(work / "bench.param"),
+        "-DETECT_THRESH",
+        "1.5",
+        "-ANALYSIS_THRESH",
+        "1.5",
+        "-DETECT_MINAREA",
+        "5",
+        "-FILTER",
+        "Y",
+        "-FILTER_NAME",
+        str(work / "psf.conv"),
+        "-WEIGHT_TYPE",
+        "MAP_VAR",
+        "-WEIGHT_IMAGE",
+        str(weight),
+        "-BACK_SIZE",
+        "128",
+        "-BACK_FILTERSIZE",
+        "3",
+        "-PHOT_APERTURES",
+        apertures,
+        "-PHOT_AUTOPARAMS",
+        "2.5,3.5",
+        "-SATUR_LEVEL",
+        "1e9",
+        "-NTHREADS",
+        "1",
+        "-VERBOSE_TYPE",
+        "QUIET",
+        "-CHECKIMAGE_TYPE",
+        "NONE",
+        "-WRITE_XML",
+        "N",
+        "-STARNNW_NAME",
+        "/dev/null",
     ]
     start = time.perf_counter()
     subprocess.run(command, check=True, cwd=work)
@@ -98,8 +130,10 @@ def main() -> None:
         start = time.perf_counter()
         survey = simulate_survey(1, SimConfig(size=tuple(args.size)), seed=args.seed)
         exposure, truth = survey.exposures[0]
-        print(f"simulated {args.size[0]}x{args.size[1]} exposure with "
-              f"{len(truth.sources['x'])} sources in {time.perf_counter() - start:.1f} s")
+        print(
+            f"simulated {args.size[0]}x{args.size[1]} exposure with "
+            f"{len(truth.sources['x'])} sources in {time.perf_counter() - start:.1f} s"
+        )
         path = work / "exposure.fits"
         write_exposure(exposure, path)
         fits.writeto(work / "image.fits", exposure.image, overwrite=True)
@@ -113,8 +147,10 @@ def main() -> None:
             ours.append(result.timings)
         cold, warm = ours[0], min(ours[1:], key=lambda t: sum(t.values()))
         n_ours = len(result.catalog["id"])
-        print(f"\ncalibstream measure ({n_ours} sources, threshold "
-              f"{config.detection.threshold}σ PSF-matched), seconds per stage:")
+        print(
+            f"\ncalibstream measure ({n_ours} sources, threshold "
+            f"{config.detection.threshold}σ PSF-matched), seconds per stage:"
+        )
         print(f"  {'stage':<12s} {'first':>7s} {'steady':>7s}")
         for stage in warm:
             print(f"  {stage:<12s} {cold[stage]:7.3f} {warm[stage]:7.3f}")
@@ -125,18 +161,28 @@ def main() -> None:
             print("\nsource-extractor not found (apt-get install source-extractor): no peer figure")
             return
         se_times = [
-            run_sextractor(exe, work / "image.fits", work / "variance.fits",
-                           exposure.psf.fwhm, config.measurement.aperture_radii, work)
+            run_sextractor(
+                exe,
+                work / "image.fits",
+                work / "variance.fits",
+                exposure.psf.fwhm,
+                config.measurement.aperture_radii,
+                work,
+            )
             for _ in range(args.repeat)
         ]
         with fits.open(work / "se.cat") as hdul:
             n_se = len(hdul[-1].data)
         se_total = min(se_times)
-        print(f"\nsource-extractor ({n_se} sources, 1.5σ, min area 5, PSF-sized filter, "
-              f"variance weight map): {se_total:.3f} s")
-        print(f"\nratio calibstream / SExtractor: {total / se_total:.2f}x steady state "
-              f"(a worker's exposures after its first), {total_cold / se_total:.2f}x for the "
-              "first exposure of a fresh process (target <= 1.0)")
+        print(
+            f"\nsource-extractor ({n_se} sources, 1.5σ, min area 5, PSF-sized filter, "
+            f"variance weight map): {se_total:.3f} s"
+        )
+        print(
+            f"\nratio calibstream / SExtractor: {total / se_total:.2f}x steady state "
+            f"(a worker's exposures after its first), {total_cold / se_total:.2f}x for the "
+            "first exposure of a fresh process (target <= 1.0)"
+        )
 
 
 if __name__ == "__main__":

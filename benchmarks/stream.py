@@ -62,8 +62,8 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402
 from astropy.io import fits  # noqa: E402
 
-from calibstream.refcat import ingest_refcat  # noqa: E402
-from calibstream.simulate import write_simulation  # noqa: E402
+from calibstream.astrometry.refcat import ingest_refcat  # noqa: E402
+from calibstream.simulate.simulate import write_simulation  # noqa: E402
 from streams.readmodel import RedisReadModel  # noqa: E402
 from streams.services import (  # noqa: E402
     KafkaBroker,
@@ -163,7 +163,6 @@ class Worker(WorkerProcess):
         text = self.log_path.read_text(errors="replace")
         found = re.findall(rf"\bdetect {re.escape(topic)}\[(\d+)\]@\d+ key (\d+) ->", text)
         return {int(key): int(partition) for partition, key in found}
-
 
 
 def hop_latency(bootstrap: str, partitions: int, fetch_max_wait_ms: int, n: int = 8) -> list:

@@ -23,11 +23,11 @@ from pathlib import Path
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
+from calibstream.astrometry.refcat import ingest_refcat  # noqa: E402
 from calibstream.batch import calibrate_file  # noqa: E402
 from calibstream.config import Config  # noqa: E402
-from calibstream.refcat import ingest_refcat  # noqa: E402
 from calibstream.runtime import reuse_freed_memory  # noqa: E402
-from calibstream.simulate import write_simulation  # noqa: E402
+from calibstream.simulate.simulate import write_simulation  # noqa: E402
 from streams import steps  # noqa: E402
 from streams.readmodel import RedisReadModel  # noqa: E402
 from streams.settings import StreamSettings  # noqa: E402

@@ -11,12 +11,12 @@ from pathlib import Path
 
 from astropy.io import fits
 
-from .calibrate import calibrate_exposure
-from .config import Config
-from .errors import CalibstreamError, stage
-from .exposure import read_exposure
-from .outputs import write_calibration, write_failure
-from .refcat import ShardCache
+from calibstream.astrometry.refcat import ShardCache
+from calibstream.calibrate import calibrate_exposure
+from calibstream.config import Config
+from calibstream.errors import CalibstreamError, stage
+from calibstream.io.exposure import read_exposure
+from calibstream.io.outputs import write_calibration, write_failure
 
 
 @dataclass(frozen=True)

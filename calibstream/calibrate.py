@@ -25,19 +25,25 @@ from astropy.io import fits
 from astropy.wcs import WCS
 from scipy.spatial import cKDTree
 
-from .astrometry import AstrometryResult, fit_astrometry
-from .background import Background
-from .config import Config
-from .errors import CalibrationError, stage
-from .exposure import Exposure, Metadata
-from .photocal import (
+from calibstream.astrometry.fit import AstrometryResult, fit_astrometry
+from calibstream.astrometry.refcat import (
+    RefCatalog,
+    ShardCache,
+    footprint_circle,
+    load_refcat,
+    propagate_to_epoch,
+)
+from calibstream.config import Config
+from calibstream.detection.background import Background
+from calibstream.detection.pipeline import measure_exposure
+from calibstream.errors import CalibrationError, stage
+from calibstream.io.exposure import Exposure, Metadata
+from calibstream.photometry.photocal import (
     PhotoCalResult,
     calibrated_magnitudes,
     fit_zeropoint,
     select_calibration_stars,
 )
-from .pipeline import measure_exposure
-from .refcat import RefCatalog, ShardCache, footprint_circle, load_refcat, propagate_to_epoch
 
 #: Flags that disqualify a source from the astrometric fit.
 ASTROMETRY_REJECT = (

@@ -10,12 +10,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import CalibstreamError
-from .runtime import reuse_freed_memory
+from calibstream.errors import CalibstreamError
+from calibstream.runtime import reuse_freed_memory
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from .simulate import write_simulation
+    from calibstream.simulate.simulate import write_simulation
 
     paths = write_simulation(Path(args.outdir), n=args.n, size=tuple(args.size), seed=args.seed)
     for path in paths:
@@ -24,8 +24,8 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _measure(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .pipeline import measure_file
+    from calibstream.config import load_config
+    from calibstream.detection.pipeline import measure_file
 
     result = measure_file(Path(args.exposure), Path(args.out), load_config(args.config))
     stages = ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
@@ -34,7 +34,7 @@ def _measure(args: argparse.Namespace) -> int:
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    from .refcat import ingest_refcat
+    from calibstream.astrometry.refcat import ingest_refcat
 
     report = ingest_refcat([Path(p) for p in args.catalogs], Path(args.out), nside=args.nside)
     print(
@@ -48,8 +48,8 @@ def _ingest(args: argparse.Namespace) -> int:
 def _calibrate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .batch import calibrate_file
-    from .config import load_config
+    from calibstream.batch import calibrate_file
+    from calibstream.config import load_config
 
     config = load_config(args.config)
     photometry = Path(args.photometry_refcat) if args.photometry_refcat else None

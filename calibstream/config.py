@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
-from .errors import ConfigError
+from calibstream.errors import ConfigError
 
 
 # A Config crosses to worker processes (pickled); its read-only mappings must too.
@@ -80,7 +80,7 @@ class MeasurementConfig:
 
 @dataclass(frozen=True)
 class PhotometryConfig:
-    """Photometric zero-point fit (``calibstream.photocal``)."""
+    """Photometric zero-point fit (``calibstream.photometry.photocal``)."""
 
     min_snr: float = 20.0  # psf_flux / psf_flux_err of a calibration star
     #: Largest reference error (mag) of a calibration star: the error of the

@@ -21,8 +21,8 @@ from pathlib import Path
 from astropy.io import fits
 from tqdm import tqdm
 
-from calibstream.refcat import ingest_refcat
-from calibstream.simulate import write_simulation
+from calibstream.astrometry.refcat import ingest_refcat
+from calibstream.simulate.simulate import write_simulation
 from streams.readmodel import RedisReadModel
 from streams.services import (
     HOST,

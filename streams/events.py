@@ -28,14 +28,14 @@ import numpy as np
 from astropy.io import fits
 
 from calibstream import __version__
-from calibstream.background import Background
+from calibstream.astrometry.refcat import RefCatalog
+from calibstream.astrometry.refcat_store import BASE_COLUMNS
 from calibstream.calibrate import AstrometricSolution, Frame, Matches
+from calibstream.detection.background import Background
 from calibstream.errors import CalibstreamError
-from calibstream.exposure import Metadata
-from calibstream.outputs import CalibratedExposure, finite_or_none
-from calibstream.photocal import PhotoCalResult
-from calibstream.refcat import RefCatalog
-from calibstream.refcat_store import BASE_COLUMNS
+from calibstream.io.exposure import Metadata
+from calibstream.io.outputs import CalibratedExposure, finite_or_none
+from calibstream.photometry.photocal import PhotoCalResult
 from streams.codec import schema_id_of
 
 #: zlib level of every compressed column and mesh (6, zlib's default: level 1

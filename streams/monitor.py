@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from calibstream.config import ColorTerm
-from calibstream.outputs import exposure_dir, read_summary
+from calibstream.io.outputs import exposure_dir, read_summary
+from calibstream.quality import exposure_quality
 from streams.lag import PartitionLag
-from streams.quality import exposure_quality
 from streams.readmodel import Histogram, RedisReadModel
 
 __all__ = ["ROW_FIELDS", "ExposureQuery", "LagState", "Monitor"]

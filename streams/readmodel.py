@@ -273,7 +273,7 @@ class RedisReadModel:
     # ------------------------------------------------------------------ shard cache
 
     def get(self, key: str) -> bytes | None:
-        """A cached shard (``calibstream.refcat.ShardCache``), or None."""
+        """A cached shard (``calibstream.astrometry.refcat.ShardCache``), or None."""
         value = self._call(lambda r: r.get(self._key("shard", key)), _SKIPPED)
         if value is _SKIPPED:
             return None
@@ -465,4 +465,3 @@ class RedisReadModel:
             return [int(n) for n in pipe.execute()]
 
         return self._call(count, [0] * len(intervals))
-

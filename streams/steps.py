@@ -23,10 +23,10 @@ from typing import Any
 
 from calibstream.calibrate import calibrate_photometry, frame_of, solve_astrometry
 from calibstream.config import Config
+from calibstream.detection.pipeline import measure_exposure
 from calibstream.errors import CalibstreamError, stage
-from calibstream.exposure import read_exposure
-from calibstream.outputs import persisted_exposure, write_calibration, write_failure
-from calibstream.pipeline import measure_exposure
+from calibstream.io.exposure import read_exposure
+from calibstream.io.outputs import persisted_exposure, write_calibration, write_failure
 from streams import events
 from streams.codec import CodecError, Decoded, decode, encode
 from streams.readmodel import RedisReadModel

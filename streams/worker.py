@@ -18,7 +18,7 @@ from pathlib import Path
 import faust
 from aiokafka import AIOKafkaProducer
 
-from calibstream.exposure import read_metadata
+from calibstream.io.exposure import read_metadata
 from streams import events
 from streams.app import build_service
 from streams.codec import encode

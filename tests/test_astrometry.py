@@ -27,11 +27,12 @@ from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning, Sip
 from scipy.spatial import cKDTree
 
-from calibstream.astrometry import AstrometryResult, fit_astrometry, wcs_header
+from calibstream.astrometry.fit import AstrometryResult, fit_astrometry, wcs_header
+from calibstream.astrometry.sipfit import fit_tan_sip, gnomonic, inverse_gnomonic, sip_distortion
 from calibstream.config import AstrometryConfig, Config, config_from_dict
+from calibstream.detection.pipeline import measure_exposure
 from calibstream.errors import AstrometryError, ConfigError
-from calibstream.pipeline import measure_exposure
-from calibstream.simulate import (
+from calibstream.simulate.simulate import (
     SimConfig,
     julian_year,
     make_wcs,
@@ -40,7 +41,6 @@ from calibstream.simulate import (
     tan_deproject,
     tan_project,
 )
-from calibstream.sipfit import fit_tan_sip, gnomonic, inverse_gnomonic, sip_distortion
 
 REJECT = ("flag_edge", "flag_saturated", "flag_bad_centroid", "flag_bad", "flag_cr", "flag_nodata")
 RMS_MAX_MAS, WORST_MAX_MAS = 3.0, 10.0

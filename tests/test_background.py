@@ -7,11 +7,11 @@ import pytest
 import sep
 from astropy.io import fits
 
-from calibstream.background import estimate_background, fit_mesh, mesh_shape, render_mesh
 from calibstream.config import BackgroundConfig
-from calibstream.exposure import Metadata
-from calibstream.fitsio import hdulist_bytes
-from calibstream.pipeline import background_hdul, read_background
+from calibstream.detection.background import estimate_background, fit_mesh, mesh_shape, render_mesh
+from calibstream.detection.pipeline import background_hdul, read_background
+from calibstream.io.exposure import Metadata
+from calibstream.io.fitsio import hdulist_bytes
 
 
 def _sky(shape: tuple[int, int], seed: int) -> np.ndarray:

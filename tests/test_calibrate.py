@@ -17,8 +17,8 @@ from astropy.table import Table
 from astropy.wcs import WCS
 
 from calibstream.cli import main
-from calibstream.outputs import publish_folder
-from calibstream.simulate import read_truth
+from calibstream.io.outputs import publish_folder
+from calibstream.simulate.simulate import read_truth
 
 OUTPUT_FILES = {"calexp.fits", "src.fits", "matches.fits", "background.fits", "summary.json"}
 
@@ -91,7 +91,7 @@ def test_failures_write_only_a_summary_with_a_readable_reason(calibrated):
 def test_a_failure_never_replaces_a_complete_calibration(calibrated, tmp_path):
     import shutil
 
-    from calibstream.outputs import write_failure
+    from calibstream.io.outputs import write_failure
 
     _, good, out, _ = calibrated
     expid = str(fits.getheader(good[1])["EXPID"])
@@ -175,7 +175,7 @@ def test_publish_is_atomic_under_kill_minus_nine(tmp_path):
     code = (
         "import sys, numpy as np\n"
         "from pathlib import Path\n"
-        "from calibstream.outputs import publish_folder\n"
+        "from calibstream.io.outputs import publish_folder\n"
         f"data = np.load({str(tmp_path / 'payload.npz')!r})\n"
         "files = {k: data[k].tobytes() for k in data.files}\n"
         "while True:\n"

@@ -6,7 +6,7 @@ import numpy as np
 from astropy.io import fits
 
 from calibstream.cli import main
-from calibstream.pipeline import read_background
+from calibstream.detection.pipeline import read_background
 
 SRC_COLUMNS = (
     "id",

@@ -17,10 +17,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from calibstream.cli import main as core_main
 from calibstream.config import Config
+from calibstream.quality import distortion_grid, exposure_quality
 from streams.dashboard import build_app
 from streams.metrics import metrics_text
 from streams.monitor import ROW_FIELDS, Monitor
-from streams.quality import distortion_grid, exposure_quality
 from streams.readmodel import HISTOGRAM_BUCKETS_S, RedisReadModel
 
 # ---------------------------------------------------------------- quality plots vs truth

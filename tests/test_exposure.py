@@ -1,4 +1,4 @@
-"""Tests of the characterized-exposure reader and writer (calibstream.exposure).
+"""Tests of the characterized-exposure reader and writer (calibstream.io.exposure).
 
 Layout: shared/contracts/characterized-exposure.md. A small valid exposure is
 built here, written with ``write_exposure`` and read back; malformed files are
@@ -17,7 +17,7 @@ import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from calibstream.apcorr import ApCorrMap, ApCorrTerm
+from calibstream.detection.apcorr import ApCorrMap, ApCorrTerm
 from calibstream.errors import (
     CalibstreamError,
     ExposureError,
@@ -32,7 +32,7 @@ from calibstream.errors import (
     NotFitsError,
     TruncatedFileError,
 )
-from calibstream.exposure import (
+from calibstream.io.exposure import (
     ICSRC_COLUMNS,
     Exposure,
     IcSrc,

@@ -14,9 +14,9 @@ import pytest
 from scipy.spatial import cKDTree
 
 from calibstream.config import Config, DetectionConfig
-from calibstream.detect import expected_false_detections
-from calibstream.pipeline import measure_exposure
-from calibstream.simulate import SimConfig, simulate_exposure, simulate_survey
+from calibstream.detection.detect import expected_false_detections
+from calibstream.detection.pipeline import measure_exposure
+from calibstream.simulate.simulate import SimConfig, simulate_exposure, simulate_survey
 
 MATCH_RADIUS = 1.5  # px
 EDGE = 15  # px kept clear of the chip edges for "isolated"

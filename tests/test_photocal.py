@@ -21,15 +21,15 @@ from calibstream.config import (
     PhotometryConfig,
     load_config,
 )
+from calibstream.detection.pipeline import measure_exposure
 from calibstream.errors import ConfigError, PhotometryError
-from calibstream.photocal import (
+from calibstream.photometry.photocal import (
     calibrated_magnitudes,
     fit_zeropoint,
     reserve_stars,
     select_calibration_stars,
 )
-from calibstream.pipeline import measure_exposure
-from calibstream.simulate import SimConfig, simulate_survey
+from calibstream.simulate.simulate import SimConfig, simulate_survey
 
 MATCH_RADIUS = 1.0  # px
 

@@ -16,7 +16,7 @@ from conftest_services import *  # noqa: F403 (the fixtures: read_model, redis_u
 from conftest_services import fresh_prefix
 from test_refcat import catalog, write
 
-from calibstream.refcat import ingest_refcat, load_refcat
+from calibstream.astrometry.refcat import ingest_refcat, load_refcat
 from streams.readmodel import RedisReadModel
 
 LOGGER = "calibstream.redis"

@@ -17,16 +17,16 @@ from astropy.table import Table
 from astropy.time import Time
 from astropy.wcs import WCS
 
-from calibstream import refcat_store
-from calibstream.errors import CalibstreamError, RefcatError
-from calibstream.refcat import (
+from calibstream.astrometry import refcat_store
+from calibstream.astrometry.refcat import (
     RefCatalog,
     footprint_circle,
     ingest_refcat,
     load_refcat,
     propagate_to_epoch,
 )
-from calibstream.refcat_store import healpix
+from calibstream.astrometry.refcat_store import healpix
+from calibstream.errors import CalibstreamError, RefcatError
 
 UNITS = {
     "ra": u.deg,

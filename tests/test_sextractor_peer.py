@@ -14,10 +14,10 @@ import pytest
 from astropy.io import fits
 from scipy.spatial import cKDTree
 
-from calibstream.background import estimate_background
 from calibstream.config import config_from_dict
-from calibstream.detect import detect_sources
-from calibstream.measure import PixelContext, aperture_name, measure_sources
+from calibstream.detection.background import estimate_background
+from calibstream.detection.detect import detect_sources
+from calibstream.detection.measure import PixelContext, aperture_name, measure_sources
 
 # image.cat columns (0-based), as listed in its header.
 NUMBER, X, Y, XWIN, YWIN, X2, Y2, XY, FLUX_APER, FLUXERR_APER, KRON, FLUX_AUTO, FLAGS = (

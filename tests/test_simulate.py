@@ -11,15 +11,15 @@ from astropy.coordinates import SkyCoord
 from astropy.table import Table
 from scipy.spatial import cKDTree
 
-from calibstream.exposure import read_exposure
-from calibstream.psfmodel import (
+from calibstream.detection.psfmodel import (
     gauss_legendre,
     integrate_pixels,
     moffat_alpha,
     moffat_profile,
     moffat_stamps,
 )
-from calibstream.simulate import (
+from calibstream.io.exposure import read_exposure
+from calibstream.simulate.simulate import (
     MASK_PLANES,
     SimConfig,
     julian_year,
@@ -34,8 +34,22 @@ from calibstream.simulate import (
 SIZE = (1024, 1000)
 BITS = {name: 1 << bit for name, bit in MASK_PLANES.items()}
 REFCAT_COLUMNS = (
-    "id", "ra", "dec", "ra_err", "dec_err", "pmra", "pmdec", "pmra_err", "pmdec_err", "epoch",
-    "r_mag", "r_mag_err", "i_mag", "i_mag_err", "g_mag", "g_mag_err",
+    "id",
+    "ra",
+    "dec",
+    "ra_err",
+    "dec_err",
+    "pmra",
+    "pmdec",
+    "pmra_err",
+    "pmdec_err",
+    "epoch",
+    "r_mag",
+    "r_mag_err",
+    "i_mag",
+    "i_mag_err",
+    "g_mag",
+    "g_mag_err",
 )
 QUIET = dict(n_sources=0, n_cosmic_rays=0, bad_column=False)
 
@@ -61,8 +75,13 @@ def sep_arcsec(ra1, dec1, ra2, dec2) -> np.ndarray:
 def test_written_files_read_back(written):
     out, paths = written
     names = sorted(p.name for p in paths)
-    assert names == ["exp_1000.fits", "exp_1000.truth.fits", "exp_1001.fits",
-                     "exp_1001.truth.fits", "refcat.fits"]
+    assert names == [
+        "exp_1000.fits",
+        "exp_1000.truth.fits",
+        "exp_1001.fits",
+        "exp_1001.truth.fits",
+        "refcat.fits",
+    ]
     for expid in (1000, 1001):
         exposure = read_exposure(out / f"exp_{expid}.fits")
         truth = read_truth(out / f"exp_{expid}.truth.fits")
@@ -72,15 +91,29 @@ def test_written_files_read_back(written):
         assert abs(julian_year(exposure.metadata.mjd_obs) - 2025.9) < 0.1
         assert exposure.icsrc is not None
         assert truth.wcs.sip is not None and truth.wcs.wcs.ctype[0] == "RA---TAN-SIP"
-        assert {"id", "ref_id", "is_star", "x", "y", "ra", "dec", "flux", "mag", "snr",
-                "saturated", "near_bad_column", "half_light_radius"} <= set(truth.sources.colnames)
+        assert {
+            "id",
+            "ref_id",
+            "is_star",
+            "x",
+            "y",
+            "ra",
+            "dec",
+            "flux",
+            "mag",
+            "snr",
+            "saturated",
+            "near_bad_column",
+            "half_light_radius",
+        } <= set(truth.sources.colnames)
     refcat = Table.read(out / "refcat.fits")
     assert set(REFCAT_COLUMNS) <= set(refcat.colnames)
     # streamed to disk one exposure at a time, yet the same survey as in memory
     survey = simulate_survey(2, SimConfig(size=(300, 260)), seed=4)
     np.testing.assert_array_equal(refcat["id"], survey.refcat["id"])
-    np.testing.assert_array_equal(read_exposure(out / "exp_1001.fits").image,
-                                  survey.exposures[1][0].image)
+    np.testing.assert_array_equal(
+        read_exposure(out / "exp_1001.fits").image, survey.exposures[1][0].image
+    )
 
 
 def test_compressed_file_reads_back_identical(tmp_path):
@@ -119,8 +152,9 @@ def test_truth_round_trip(survey, tmp_path):
     assert back.magzero == truth.magzero and back.colorterm == truth.colorterm
     assert back.bad_column == truth.bad_column and back.size == truth.size
     x, y = truth.sources["x"], truth.sources["y"]
-    np.testing.assert_allclose(back.wcs.all_pix2world(x, y, 0), truth.wcs.all_pix2world(x, y, 0),
-                               rtol=0, atol=1e-10)
+    np.testing.assert_allclose(
+        back.wcs.all_pix2world(x, y, 0), truth.wcs.all_pix2world(x, y, 0), rtol=0, atol=1e-10
+    )
     np.testing.assert_array_equal(back.sources["id"], truth.sources["id"])
 
 
@@ -170,8 +204,9 @@ def test_proper_motions_matter_and_refcat_is_truth_plus_errors(survey):
     row = {i: k for k, i in enumerate(refcat["id"])}
     k = np.array([row[i] for i in src["ref_id"]])
     years = truth.epoch - 2016.0
-    ra, dec = propagate(refcat["ra"][k], refcat["dec"][k], refcat["pmra"][k],
-                        refcat["pmdec"][k], years)
+    ra, dec = propagate(
+        refcat["ra"][k], refcat["dec"][k], refcat["pmra"][k], refcat["pmdec"][k], years
+    )
     moved = sep_arcsec(ra, dec, src["ra"], src["dec"]) * 1e3
     still = sep_arcsec(refcat["ra"][k], refcat["dec"][k], src["ra"], src["dec"]) * 1e3
     assert np.median(moved) < 15.0  # mas: catalog errors propagated over ~10 yr
@@ -196,12 +231,14 @@ def test_refcat_contract_and_coverage(survey):
         src = truth.sources
         in_ref = src["ref_id"] >= 0
         assert np.all(np.isin(src["ref_id"][in_ref], refcat["id"]))
-        assert np.all(src["r_mag"][in_ref] < 21.5) and np.all(src["r_mag"][~in_ref & src["is_star"]]
-                                                                >= 21.5)
+        assert np.all(src["r_mag"][in_ref] < 21.5) and np.all(
+            src["r_mag"][~in_ref & src["is_star"]] >= 21.5
+        )
         assert in_ref.sum() > 20
     # the refcat reaches beyond the exposures
-    xs = [truth.wcs.all_world2pix(refcat["ra"], refcat["dec"], 0)[0] for _, truth in
-          survey.exposures]
+    xs = [
+        truth.wcs.all_world2pix(refcat["ra"], refcat["dec"], 0)[0] for _, truth in survey.exposures
+    ]
     outside = np.all([(x < 0) | (x > nx - 1) for x in xs], axis=0)
     assert outside.any()
 
@@ -217,8 +254,9 @@ def test_fluxes_follow_magzero_and_colour_term(survey):
         colour = src["r_mag"] - src["i_mag"]
         np.testing.assert_allclose(src["mag"], src["r_mag"] + c0 + c1 * colour + c2 * colour**2)
         exptime = exposure.metadata.exptime
-        np.testing.assert_allclose(truth.magzero - 2.5 * np.log10(src["flux"] / exptime),
-                                   src["mag"], atol=1e-9)
+        np.testing.assert_allclose(
+            truth.magzero - 2.5 * np.log10(src["flux"] / exptime), src["mag"], atol=1e-9
+        )
         zps.append(truth.magzero)
     assert len(set(zps)) == len(zps) and all(abs(z - 28.0) < 0.25 for z in zps)
 
@@ -226,8 +264,9 @@ def test_fluxes_follow_magzero_and_colour_term(survey):
 def test_snr_scale(survey):
     _, truth = survey.exposures[0]
     src = truth.sources
-    inner = ((src["x"] > 15) & (src["x"] < SIZE[0] - 16)
-             & (src["y"] > 15) & (src["y"] < SIZE[1] - 16))
+    inner = (
+        (src["x"] > 15) & (src["x"] < SIZE[0] - 16) & (src["y"] > 15) & (src["y"] < SIZE[1] - 16)
+    )
     src = src[src["is_star"] & inner]
     # S/N ∝ flux: the r=20 and S/N=5 points of the defaults
     k = np.argsort(src["mag"])
@@ -256,8 +295,13 @@ def test_psf_hdu_and_aperture_corrections(survey):
     # psf_flux correction = 1 / (fraction of the analytic profile inside the stamp),
     # checked with an independent brute-force integral (64 sub-samples per pixel axis)
     alpha = moffat_alpha(3.5, beta)
-    stamp = integrate_pixels(lambda dx, dy: moffat_profile(dx, dy, alpha, beta),
-                             np.zeros(1), np.zeros(1), 12, gauss_legendre(2, sub=32))[0][0]
+    stamp = integrate_pixels(
+        lambda dx, dy: moffat_profile(dx, dy, alpha, beta),
+        np.zeros(1),
+        np.zeros(1),
+        12,
+        gauss_legendre(2, sub=32),
+    )[0][0]
     apc = exposure.apcorr.evaluate("psf_flux", np.array([0.0, 900.0]), np.array([5.0, 990.0]))
     np.testing.assert_allclose(apc, 1.0 / stamp.sum(), rtol=1e-7)
     assert 1.0005 < apc[0] < 1.003
@@ -271,8 +315,9 @@ def test_star_pixel_integration_is_exact_enough():
     alpha = moffat_alpha(3.5, 3.5)
     x, y = np.array([10.37, 4.5]), np.array([-3.21, 7.5])
     fast, x0, y0 = moffat_stamps(x, y, 20, 3.5, 3.5)
-    brute, bx0, by0 = integrate_pixels(lambda dx, dy: moffat_profile(dx, dy, alpha, 3.5),
-                                       x, y, 20, gauss_legendre(2, sub=24))
+    brute, bx0, by0 = integrate_pixels(
+        lambda dx, dy: moffat_profile(dx, dy, alpha, 3.5), x, y, 20, gauss_legendre(2, sub=24)
+    )
     assert np.array_equal(x0, bx0) and np.array_equal(y0, by0)
     assert np.abs(fast - brute).sum(axis=(1, 2)).max() < 1e-5
     assert np.all(1 - fast.sum(axis=(1, 2)) < 2e-4)  # the 41x41 stamp loses < 2e-4
@@ -280,8 +325,14 @@ def test_star_pixel_integration_is_exact_enough():
 
 def test_star_and_galaxy_flux_in_a_box():
     """Noiseless pixels: an isolated star holds its total flux to 2e-4, a galaxy exactly."""
-    config = SimConfig(size=(1500, 1500), n_sources=400, add_noise=False, n_cosmic_rays=0,
-                       bad_column=False, saturation=1e12)
+    config = SimConfig(
+        size=(1500, 1500),
+        n_sources=400,
+        add_noise=False,
+        n_cosmic_rays=0,
+        bad_column=False,
+        saturation=1e12,
+    )
     exposure, truth = simulate_exposure(config, seed=5)
     src = truth.sources
     tree = cKDTree(np.column_stack([src["x"], src["y"]]))
@@ -301,8 +352,15 @@ def test_star_and_galaxy_flux_in_a_box():
 
 
 def test_bright_star_flux_with_noise():
-    config = SimConfig(size=(800, 800), n_sources=150, star_fraction=1.0, n_cosmic_rays=0,
-                       bad_column=False, saturation=1e9, star_mag_range=(14.5, 15.5))
+    config = SimConfig(
+        size=(800, 800),
+        n_sources=150,
+        star_fraction=1.0,
+        n_cosmic_rays=0,
+        bad_column=False,
+        saturation=1e9,
+        star_mag_range=(14.5, 15.5),
+    )
     exposure, truth = simulate_exposure(config, seed=3)
     src = truth.sources
     k = np.flatnonzero((src["x"] > 60) & (src["x"] < 740) & (src["y"] > 60) & (src["y"] < 740))
@@ -383,8 +441,9 @@ def test_cosmic_rays_are_repaired_and_flagged(survey):
     ys, xs = np.nonzero(cr)
     assert np.all(np.abs(exposure.image[ys, xs]) < 5 * np.sqrt(exposure.variance[ys, xs]) + 1e3)
     # with repair off, deposits stay and nothing is flagged
-    config = SimConfig(size=(400, 400), n_sources=0, bad_column=False, n_cosmic_rays=2000,
-                       repair_cosmic_rays=False)
+    config = SimConfig(
+        size=(400, 400), n_sources=0, bad_column=False, n_cosmic_rays=2000, repair_cosmic_rays=False
+    )
     raw, _ = simulate_exposure(config, seed=2)
     assert not raw.mask.any() and raw.image.max() > 250
 
@@ -433,8 +492,9 @@ def test_star_only_and_faint_heavy_knobs():
     _, truth = simulate_exposure(stars, seed=3)
     assert len(truth.sources) > 20 and truth.sources["is_star"].all()
     assert np.all(truth.sources["half_light_radius"] == 0)
-    faint = replace(stars, star_fraction=0.5, star_mag_range=(22.0, 25.5),
-                    galaxy_mag_range=(23.0, 25.5))
+    faint = replace(
+        stars, star_fraction=0.5, star_mag_range=(22.0, 25.5), galaxy_mag_range=(23.0, 25.5)
+    )
     _, truth = simulate_exposure(faint, seed=3)
     src = truth.sources
     assert np.all(src["r_mag"] >= 22.0) and np.all(src["ref_id"] == -1)

@@ -18,8 +18,8 @@ from streaming import expid_of, make_survey, same_folders
 from calibstream.calibrate import frame_of
 from calibstream.cli import main as core_main
 from calibstream.config import Config
-from calibstream.exposure import read_exposure, read_metadata
-from calibstream.pipeline import background_hdul, measure_exposure
+from calibstream.detection.pipeline import background_hdul, measure_exposure
+from calibstream.io.exposure import read_exposure, read_metadata
 from streams import events, steps
 from streams.app import Handled
 from streams.codec import decode, encode

@@ -107,8 +107,6 @@ def handled(log: Path, agent: str, topic: str) -> list[tuple[int, int, str]]:
     ]
 
 
-
-
 def snapshot(root: Path) -> dict[Path, tuple[int, int]]:
     """(inode, mtime) of every file of every exposure folder."""
     return {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in root.glob("exposures/*/*")}

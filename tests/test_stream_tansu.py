@@ -101,8 +101,14 @@ def test_outputs_equal_the_batch_commands(survey, streamed, tmp_path):
     work, *_ = streamed
     batch = tmp_path / "batch"
     status = core_main(
-        ["calibrate", *map(str, survey.exposures), "--refcat", str(survey.store), "--out",
-         str(batch)]
+        [
+            "calibrate",
+            *map(str, survey.exposures),
+            "--refcat",
+            str(survey.store),
+            "--out",
+            str(batch),
+        ]
     )
     assert status == 1  # three failed
     names = sorted(folders(batch))
@@ -148,12 +154,10 @@ def test_redis_holds_the_ledger_and_metrics(survey, streamed):
 def test_replay_from_offset_zero_changes_nothing(survey, streamed):
     work, _, config, *_ = streamed
     before = {
-        p: (p.stat().st_ino, p.stat().st_mtime_ns)
-        for p in (work / "out" / "exposures").glob("*/*")
+        p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (work / "out" / "exposures").glob("*/*")
     }
     assert stream_main(["replay", "--from-offset", "0", "--config", str(config)]) == 1
     after = {
-        p: (p.stat().st_ino, p.stat().st_mtime_ns)
-        for p in (work / "out" / "exposures").glob("*/*")
+        p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (work / "out" / "exposures").glob("*/*")
     }
     assert after == before  # no new folder, no file rewritten

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from calibstream.apcorr import ApCorrMap, ApCorrTerm, apply_apcorr
 from calibstream.config import config_from_dict
+from calibstream.detection.apcorr import ApCorrMap, ApCorrTerm, apply_apcorr
+from calibstream.detection.icsrc import copy_icsrc_flags
+from calibstream.detection.stamps import shifted_models
 from calibstream.errors import ConfigError
-from calibstream.exposure import IcSrc
-from calibstream.icsrc import copy_icsrc_flags
-from calibstream.stamps import shifted_models
+from calibstream.io.exposure import IcSrc
 
 
 def test_chebyshev_map_follows_the_contract_index_convention():
@@ -53,9 +53,16 @@ def _icsrc(x, y, used):
     n = len(x)
     z = np.zeros(n)
     return IcSrc(
-        id=np.arange(n), x=np.asarray(x, float), y=np.asarray(y, float), ra=z, dec=z,
-        psf_flux=z, psf_flux_err=z, calib_psf_candidate=np.ones(n, bool),
-        calib_psf_used=np.asarray(used), calib_psf_reserved=np.zeros(n, bool),
+        id=np.arange(n),
+        x=np.asarray(x, float),
+        y=np.asarray(y, float),
+        ra=z,
+        dec=z,
+        psf_flux=z,
+        psf_flux_err=z,
+        calib_psf_candidate=np.ones(n, bool),
+        calib_psf_used=np.asarray(used),
+        calib_psf_reserved=np.zeros(n, bool),
     )
 
 
@@ -83,7 +90,7 @@ def test_fits_bytes_do_not_depend_on_the_clock_and_checksums_verify(tmp_path):
 
     from astropy.io import fits
 
-    from calibstream.fitsio import hdulist_bytes, table_hdu
+    from calibstream.io.fitsio import hdulist_bytes, table_hdu
 
     def make():
         return fits.HDUList([fits.PrimaryHDU(), table_hdu({"a": np.arange(5.0)}, "T")])

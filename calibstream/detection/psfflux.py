@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .stamps import gather, shifted_models, stamp_indices
+from calibstream.detection.stamps import gather, shifted_models, stamp_indices
 
 #: Fraction of the model's weight that may be missing before the fit is flagged.
 MAX_MISSING_WEIGHT = 0.2

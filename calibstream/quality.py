@@ -19,8 +19,8 @@ from astropy.wcs import WCS, FITSFixedWarning
 from numpy.polynomial.polynomial import polyval2d
 
 from calibstream.config import ColorTerm
-from calibstream.outputs import exposure_dir, read_summary
-from calibstream.photocal import reference_magnitudes
+from calibstream.io.outputs import exposure_dir, read_summary
+from calibstream.photometry.photocal import reference_magnitudes
 
 __all__ = [
     "astrometric_residuals",

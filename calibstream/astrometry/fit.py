@@ -8,9 +8,9 @@ first-guess WCS. It
 1. projects everything onto the tangent plane about the first guess's chip
    centre and finds the first guess's error (shift, rotation, scale) by
    pattern matching the brightest sources and reference stars
-   (:mod:`calibstream.matcher`): no hint beyond the header is needed within
+   (:mod:`calibstream.astrometry.matcher`): no hint beyond the header is needed within
    ``max_offset_arcsec`` / ``max_rotation_deg`` / ``max_scale_error``;
-2. fits TAN-SIP by weighted linear least squares (:mod:`calibstream.sipfit`),
+2. fits TAN-SIP by weighted linear least squares (:mod:`calibstream.astrometry.sipfit`),
    rejects outliers beyond ``rejection_sigma`` robust sigmas of the
    normalised residuals, re-matches every source with the improved WCS at a
    shrinking radius and refits, ``iterations`` times.
@@ -47,10 +47,13 @@ from astropy.wcs import WCS
 from scipy import special
 from scipy.spatial import cKDTree
 
-from .config import AstrometryConfig
-from .errors import AstrometryError
-from .matcher import RAYLEIGH_MEDIAN, PatternSolution, match_pattern, unique_pairs
-from .sipfit import (
+from calibstream.astrometry.matcher import (
+    RAYLEIGH_MEDIAN,
+    PatternSolution,
+    match_pattern,
+    unique_pairs,
+)
+from calibstream.astrometry.sipfit import (
     MAS_PER_DEG,
     TanSipFit,
     fit_tan_sip,
@@ -59,6 +62,8 @@ from .sipfit import (
     n_terms,
     sip_distortion,
 )
+from calibstream.config import AstrometryConfig
+from calibstream.errors import AstrometryError
 
 #: Pattern matching: pairs shorter than this fraction of the chip's short side do not vote.
 MIN_PAIR_FRACTION = 0.1

@@ -42,8 +42,8 @@ import numpy as np
 from astropy import units as u
 from astropy.io import fits
 
-from .errors import RefcatError
-from .fitsio import atomic_write_bytes
+from calibstream.errors import RefcatError
+from calibstream.io.fitsio import atomic_write_bytes
 
 FORMAT = "calibstream-refcat"
 FORMAT_VERSION = 1

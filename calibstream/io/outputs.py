@@ -22,14 +22,14 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from . import __version__
-from .background import Background
-from .calibrate import Calibration, Matches
-from .exposure import Metadata
-from .fitsio import hdulist_bytes, table_hdu
-from .photocal import PhotoCalResult
-from .pipeline import background_hdul, metadata_cards
-from .refcat import RefCatalog
+from calibstream import __version__
+from calibstream.astrometry.refcat import RefCatalog
+from calibstream.calibrate import Calibration, Matches
+from calibstream.detection.background import Background
+from calibstream.detection.pipeline import background_hdul, metadata_cards
+from calibstream.io.exposure import Metadata
+from calibstream.io.fitsio import hdulist_bytes, table_hdu
+from calibstream.photometry.photocal import PhotoCalResult
 
 SUMMARY = "summary.json"
 

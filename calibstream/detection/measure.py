@@ -14,11 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 import sep
 
-from .centroid import windowed_centroids
-from .config import MeasurementConfig
-from .detect import Detections
-from .psfflux import psf_fluxes
-from .stamps import gather, stamp_indices
+from calibstream.config import MeasurementConfig
+from calibstream.detection.centroid import windowed_centroids
+from calibstream.detection.detect import Detections
+from calibstream.detection.psfflux import psf_fluxes
+from calibstream.detection.stamps import gather, stamp_indices
 
 FWHM_TO_SIGMA = 1.0 / 2.3548200450309493
 #: SExtractor's window: sigma = 2/2.35 x half-light radius.

@@ -22,7 +22,7 @@ import scipy.fft
 import sep
 from scipy import ndimage
 
-from .config import DetectionConfig
+from calibstream.config import DetectionConfig
 
 EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 

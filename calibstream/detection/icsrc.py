@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import cKDTree
 
-from .exposure import ICSRC_FLAGS, IcSrc
+from calibstream.io.exposure import ICSRC_FLAGS, IcSrc
 
 
 def copy_icsrc_flags(

@@ -26,9 +26,8 @@ from typing import Protocol
 import numpy as np
 from astropy import units as u
 
-from .errors import RefcatError
-from .propermotion import grow_errors, julian_year, propagate_positions
-from .refcat_store import (
+from calibstream.astrometry.propermotion import grow_errors, julian_year, propagate_positions
+from calibstream.astrometry.refcat_store import (
     BASE_COLUMNS,
     FILL,
     IngestReport,
@@ -40,6 +39,7 @@ from .refcat_store import (
     read_shard,
     shard_name,
 )
+from calibstream.errors import RefcatError
 
 __all__ = [
     "IngestReport",

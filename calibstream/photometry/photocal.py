@@ -31,8 +31,8 @@ import numpy as np
 from scipy.optimize import brentq
 from scipy.spatial import cKDTree
 
-from .config import ColorTerm, PhotometryConfig
-from .errors import PhotometryError
+from calibstream.config import ColorTerm, PhotometryConfig
+from calibstream.errors import PhotometryError
 
 #: mag per unit relative flux error: 2.5 / ln 10.
 MAG_PER_RELATIVE_FLUX = 2.5 / math.log(10.0)

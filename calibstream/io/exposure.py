@@ -21,8 +21,8 @@ from astropy.io import fits
 from astropy.utils.exceptions import AstropyUserWarning
 from astropy.wcs import WCS, FITSFixedWarning
 
-from .apcorr import ApCorrMap, ApCorrTerm
-from .errors import (
+from calibstream.detection.apcorr import ApCorrMap, ApCorrTerm
+from calibstream.errors import (
     InvalidApCorrError,
     InvalidHduError,
     InvalidKeyError,

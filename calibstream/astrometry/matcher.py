@@ -35,8 +35,8 @@ import numpy as np
 from scipy import special
 from scipy.spatial import cKDTree
 
-from .errors import AstrometryError
-from .sipfit import least_squares
+from calibstream.astrometry.sipfit import least_squares
+from calibstream.errors import AstrometryError
 
 #: Rotation/scale candidates followed up with a shift vote and a verification.
 N_CANDIDATES = 3

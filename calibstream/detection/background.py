@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import sep
 
-from .arrays import writable_alias
-from .config import BackgroundConfig
+from calibstream.arrays import writable_alias
+from calibstream.config import BackgroundConfig
 
 #: Rows and columns sampled when the mesh is recovered from sep's rendering
 #: (the spline is exactly determined by far fewer than all of them).

@@ -15,16 +15,16 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from . import __version__
-from .apcorr import apply_apcorr
-from .arrays import writable_alias
-from .background import Background, estimate_background
-from .config import Config
-from .detect import detect_sources
-from .exposure import Exposure, Metadata, read_exposure
-from .fitsio import atomic_write_bytes, hdulist_bytes, table_hdu
-from .icsrc import copy_icsrc_flags
-from .measure import PixelContext, measure_sources
+from calibstream import __version__
+from calibstream.arrays import writable_alias
+from calibstream.config import Config
+from calibstream.detection.apcorr import apply_apcorr
+from calibstream.detection.background import Background, estimate_background
+from calibstream.detection.detect import detect_sources
+from calibstream.detection.icsrc import copy_icsrc_flags
+from calibstream.detection.measure import PixelContext, measure_sources
+from calibstream.io.exposure import Exposure, Metadata, read_exposure
+from calibstream.io.fitsio import atomic_write_bytes, hdulist_bytes, table_hdu
 
 #: Catalog columns that lead src.fits, in this order; the rest follow as measured.
 LEADING_COLUMNS = (

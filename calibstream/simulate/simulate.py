@@ -46,9 +46,8 @@ from astropy.wcs import WCS, FITSFixedWarning, Sip
 from scipy import signal, special
 from scipy.spatial import cKDTree
 
-from .apcorr import ApCorrMap, ApCorrTerm
-from .exposure import Exposure, IcSrc, Metadata, Psf, write_exposure
-from .psfmodel import (
+from calibstream.detection.apcorr import ApCorrMap, ApCorrTerm
+from calibstream.detection.psfmodel import (
     gauss_legendre,
     integrate_pixels,
     moffat_alpha,
@@ -59,6 +58,7 @@ from .psfmodel import (
     psf_image,
     quadrature_order,
 )
+from calibstream.io.exposure import Exposure, IcSrc, Metadata, Psf, write_exposure
 
 #: LSST's mask-plane order.
 MASK_PLANES = MappingProxyType(

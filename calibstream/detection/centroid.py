@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import sep
 
-from .stamps import gather, size_classes, stamp_indices
+from calibstream.detection.stamps import gather, size_classes, stamp_indices
 
 #: The window is cut at this many window sigmas, as in SExtractor.
 WINDOW_EXTENT = 4.0
