@@ -26,8 +26,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from calibstream.errors import ConfigError
 from streams import steps
+from streams.kafka_admin import run_sync, topic_partitions
 from streams.readmodel import RedisReadModel
-from streams.services import run_sync, topic_partitions
 from streams.settings import Deployment
 
 log = logging.getLogger("calibstream.replay")

@@ -22,7 +22,7 @@ from calibstream.io.exposure import read_metadata
 from streams import events
 from streams.app import build_service
 from streams.codec import encode
-from streams.services import acreate_topics, run_sync
+from streams.kafka_admin import acreate_topics, run_sync
 from streams.settings import Deployment, StreamSettings
 
 log = logging.getLogger("calibstream.worker")
