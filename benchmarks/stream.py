@@ -37,7 +37,7 @@ a fetch of more than one partition only after ~480 ms when no data was there at 
 partition, or Apache Kafka: a few ms), so each of the 4 hops of an exposure costs ~0.5 s
 there. The service sets it (``[stream] fetch_max_wait_ms``, 100 ms by default, see
 streams/app.py); ``--fetch-max-wait-ms MS`` runs the workers with another value;
-``--broker kafka`` runs the same on Apache Kafka (``python -m streams.services fetch-kafka``).
+``--broker kafka`` runs the same on Apache Kafka (``python -m harness.cli fetch-kafka``).
 """
 
 from __future__ import annotations
@@ -64,14 +64,12 @@ from astropy.io import fits  # noqa: E402
 
 from calibstream.astrometry.refcat import ingest_refcat  # noqa: E402
 from calibstream.simulate.simulate import write_simulation  # noqa: E402
+from harness.kafka import KafkaBroker  # noqa: E402
+from harness.redis_server import RedisServer  # noqa: E402
+from harness.tansu import TansuBroker  # noqa: E402
+from harness.workers import WorkerProcess  # noqa: E402
+from streams.kafka_admin import acreate_topics  # noqa: E402
 from streams.readmodel import RedisReadModel  # noqa: E402
-from streams.services import (  # noqa: E402
-    KafkaBroker,
-    RedisServer,
-    TansuBroker,
-    WorkerProcess,
-    acreate_topics,
-)
 from streams.settings import (  # noqa: E402
     StreamSettings,
     load_deployment,

@@ -62,7 +62,7 @@ def _dashboard(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from streams.demo import run_demo
+    from harness.demo import run_demo
 
     return run_demo(
         Path(args.out),

@@ -1,14 +1,15 @@
-"""Pytest fixtures for the real services of ``streams.services``; import them in conftest.py:
+"""Pytest fixtures for the real services of the ``harness``; import them in conftest.py:
 
     from conftest_services import *  # noqa: F403 (the fixtures below)
 
-- ``tansu``: the embedded broker (a started :class:`~streams.services.TansuBroker`), one per run.
-- ``kafka``: Apache Kafka 4.x in KRaft mode (a started :class:`~streams.services.KafkaBroker`),
+- ``tansu``: the embedded broker (a started :class:`~harness.tansu.TansuBroker`), one per run.
+- ``kafka``: Apache Kafka 4.x in KRaft mode (a started :class:`~harness.kafka.KafkaBroker`),
   one per run. Its jars come from the cache; when they are not there yet, they are fetched once
   with Maven (unless ``CALIBSTREAM_KAFKA_FETCH=0``).
 - ``kafka_factory()``: a private Apache Kafka broker, for tests that kill or restart it.
 - ``redis_url``: ``$REDIS_URL`` when set (it must answer PING), else a redis-server started here.
-- ``redis_factory()``: a private, started :class:`~streams.services.RedisServer` (stop it at will).
+- ``redis_factory()``: a private, started :class:`~harness.redis_server.RedisServer` (stop it
+  at will).
 - ``read_model``: a :class:`~streams.readmodel.RedisReadModel` on ``redis_url`` under its own
   key prefix, cleaned up afterwards.
 
@@ -26,14 +27,11 @@ from typing import Any
 import pytest
 import redis
 
+from harness.kafka import KafkaBroker
+from harness.processes import ServiceUnavailable
+from harness.redis_server import RedisServer, redis_ping
+from harness.tansu import TansuBroker
 from streams.readmodel import RedisReadModel
-from streams.services import (
-    KafkaBroker,
-    RedisServer,
-    ServiceUnavailable,
-    TansuBroker,
-    redis_ping,
-)
 
 # Shared across every module that imports these fixtures (pytest would otherwise make one
 # session fixture per importing module): name -> started service, or the reason it can't run.

@@ -21,7 +21,7 @@ from astropy.io import fits
 
 from calibstream.cli import main as core_main
 from streams.codec import decode
-from streams.services import topic_partitions
+from streams.kafka_admin import topic_partitions
 from streams.settings import write_stream_config as write_config  # noqa: F401 (for the tests)
 
 OUTPUT_FILES = ("calexp.fits", "src.fits", "matches.fits", "background.fits", "summary.json")

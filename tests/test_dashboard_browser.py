@@ -23,8 +23,10 @@ from astropy.io import fits
 from conftest_services import *  # noqa: F403 (the fixtures: redis_factory)
 from test_dashboard import metric_samples
 
+from harness.processes import free_port
+from harness.workers import DashboardProcess
+from streams.kafka_admin import port_open
 from streams.readmodel import RedisReadModel
-from streams.services import DashboardProcess, free_port, port_open
 from streams.settings import write_stream_config
 
 pytestmark = pytest.mark.slow

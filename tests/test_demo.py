@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from streams.services import port_open
+from streams.kafka_admin import port_open
 
 pytestmark = pytest.mark.slow
 

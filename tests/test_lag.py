@@ -11,8 +11,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 from conftest_services import *  # noqa: F403 (the fixtures: tansu, kafka)
 
+from streams.kafka_admin import acreate_topics
 from streams.lag import CONSUMED_ROLES, LagProbe
-from streams.services import acreate_topics
 from streams.settings import StreamSettings
 
 pytestmark = pytest.mark.slow

@@ -1,5 +1,5 @@
 """The real services the streaming tests run on: the embedded broker (Tansu), Apache Kafka
-(KRaft) and Redis, started by ``streams.services`` and checked with real clients (aiokafka,
+(KRaft) and Redis, started by the ``harness`` and checked with real clients (aiokafka,
 kcat, redis-py)."""
 
 from __future__ import annotations
@@ -14,13 +14,10 @@ import pytest
 import redis
 from conftest_services import *  # noqa: F403 (the fixtures: tansu, kafka, redis_url...)
 
-from streams.services import (
-    ServiceUnavailable,
-    TansuBroker,
-    create_topics,
-    redis_ping,
-    run_sync,
-)
+from harness.processes import ServiceUnavailable
+from harness.redis_server import redis_ping
+from harness.tansu import TansuBroker
+from streams.kafka_admin import create_topics, run_sync
 
 # Small group timeouts: Tansu makes JoinGroup wait half the session timeout; the test Kafka
 # broker allows sessions down to 1 s.

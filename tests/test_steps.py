@@ -20,12 +20,12 @@ from calibstream.cli import main as core_main
 from calibstream.config import Config
 from calibstream.detection.pipeline import background_hdul, measure_exposure
 from calibstream.io.exposure import read_exposure, read_metadata
+from harness.processes import free_port
 from streams import events, steps
 from streams.app import Handled
 from streams.codec import decode, encode
 from streams.readmodel import RedisReadModel
 from streams.replay import run_chain
-from streams.services import free_port
 from streams.settings import StreamSettings
 from streams.worker import characterized_exposure
 

@@ -23,16 +23,12 @@ from tqdm import tqdm
 
 from calibstream.astrometry.refcat import ingest_refcat
 from calibstream.simulate.simulate import write_simulation
+from harness.processes import HOST, ServiceUnavailable
+from harness.redis_server import RedisServer
+from harness.tansu import TansuBroker
+from harness.workers import DashboardProcess, WorkerProcess
+from streams.kafka_admin import port_open
 from streams.readmodel import RedisReadModel
-from streams.services import (
-    HOST,
-    DashboardProcess,
-    RedisServer,
-    ServiceUnavailable,
-    TansuBroker,
-    WorkerProcess,
-    port_open,
-)
 from streams.settings import StreamSettings, write_stream_config
 from streams.worker import submit
 
