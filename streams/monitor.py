@@ -23,7 +23,7 @@ from calibstream.config import ColorTerm
 from calibstream.io.outputs import exposure_dir, read_summary
 from calibstream.quality import exposure_quality
 from streams.lag import PartitionLag
-from streams.readmodel import Histogram, RedisReadModel
+from streams.readmodel import Histogram, ReadModel
 
 __all__ = ["ROW_FIELDS", "ExposureQuery", "LagState", "Monitor"]
 
@@ -133,7 +133,7 @@ class Monitor:
 
     def __init__(
         self,
-        readmodel: RedisReadModel,
+        readmodel: ReadModel,
         output_root: Path,
         colorterms: Mapping[str, ColorTerm],
         lag: LagState | None = None,

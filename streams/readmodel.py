@@ -1,46 +1,32 @@
-"""Redis as an accelerator and a read model, never as the only copy of anything.
+"""The read model: what the sink persisted and the service's metrics, in Redis for the dashboard.
 
-Redis holds three things: reference-catalog shards (a cache of the files in the refcat store),
-the sink's ledger of persisted exposures (so a replayed event is recognised without a look at
-the disk), and per-exposure metrics and throughput counters for the dashboard. The truth is the
-output folders on disk and the Kafka topics: a flushed or lost Redis is rebuilt by replaying
-them, so nothing here may ever stop or slow calibration. When Redis is down every call degrades
-(reads give None or empty, writes are dropped), one warning is logged per outage, and Redis is
-left alone for a back-off period instead of paying a socket timeout on every call.
+Redis holds the sink's ledger of persisted exposures (so a replayed event is recognised without
+a look at the disk), and per-exposure metrics, throughput counters and histograms for the
+dashboard. It is never the only copy of anything: the truth is the output folders on disk and
+the Kafka topics, and a flushed or lost Redis is rebuilt by replaying them, so nothing here may
+ever stop or slow calibration (see :class:`~streams.redis_client.RedisClient`: every call
+degrades when Redis is down). The reference-shard cache is :mod:`streams.shard_cache`.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import math
-import threading
 import time
 from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import accumulate
-from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, Protocol, runtime_checkable
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
-__all__ = ["HISTOGRAM_BUCKETS_S", "Histogram", "RedisReadModel", "json_text"]
+from streams.redis_client import COUNTERS, RedisClient
+
+__all__ = ["HISTOGRAM_BUCKETS_S", "Histogram", "ReadModel", "RedisReadModel", "json_text"]
 
 #: Upper bounds (seconds) of the histograms' buckets: stage durations and latency.
 HISTOGRAM_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
-
-log = logging.getLogger("calibstream.redis")
-
-T = TypeVar("T")
-
-_SKIPPED: Any = object()  # what _call gives when it did not ask Redis
-
-# Errors that mean "Redis is not reachable or not usable now": an outage, with back-off.
-# (BusyLoadingError and AuthenticationError are ConnectionError subclasses in redis-py.)
-_OUTAGE = (redis.ConnectionError, redis.TimeoutError, OSError)
 
 # Replace a metrics entry atomically: the JSON, its place in time, and its status index.
 # KEYS: metrics hash, by_time zset, status hash; ARGV: id, json, score, status, status key prefix.
@@ -67,19 +53,6 @@ class Histogram:
     @property
     def count(self) -> int:
         return self.cumulative[-1] if self.cumulative else 0
-
-
-def _redact(url: str | None) -> str | None:
-    """The URL without its password (it ends up in logs and on the dashboard)."""
-    if not url:
-        return url
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _plain(value: Any) -> Any:
@@ -118,13 +91,66 @@ def _loads(raw: bytes | str | None) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
-class RedisReadModel:
-    """The Redis side of the service: shard cache, persisted ledger, metrics and counters.
+@runtime_checkable
+class ReadModel(Protocol):
+    """What the service's code asks of the read model: the workers' steps write it (``incr``,
+    ``observe``, ``record_persisted``, ``record_metrics``), the dashboard reads it."""
 
-    Every method is safe to call whatever Redis does: failures are counted, logged once per
-    outage on ``calibstream.redis`` and turned into None / empty results / dropped writes.
-    ``url=None`` disables it for good (state ``"disabled"``).
+    @property
+    def state(self) -> str:
+        """``"up"``, ``"down"`` or ``"disabled"``: whether the read model is reachable now."""
+
+    def status(self) -> dict:
+        """State and error counts, for the dashboard (no secrets)."""
+
+    def incr(self, name: str, amount: int = 1) -> None:
+        """Add ``amount`` to the throughput counter ``name`` (``"<kind>:<label>"``)."""
+
+    def observe(self, name: str, label: str, seconds: float) -> None:
+        """Count one observation of ``seconds`` in histogram ``name``, series ``label``."""
+
+    def record_persisted(self, exposure_id: int | str, entry: dict) -> None:
+        """Note in the ledger that the sink persisted an exposure."""
+
+    def record_metrics(self, exposure_id: int | str, metrics: dict) -> None:
+        """Store an exposure's metrics row, replacing any earlier one."""
+
+    def metrics(self, exposure_id: int | str) -> dict | None:
+        """One exposure's metrics row, or None."""
+
+    def page_metrics(
+        self,
+        limit: int = 100,
+        *,
+        before_ms: float | None = None,
+        since_ms: float | None = None,
+        status: str | None = None,
+        match: Callable[[dict], bool] | None = None,
+        scan: int = 1000,
+    ) -> list[dict]:
+        """Metrics rows newest first between two times, filtered, at most ``limit``."""
+
+    def count_between(self, intervals: list[tuple[float, float]]) -> list[int]:
+        """Exposures persisted in each ``[start, end)`` interval of ms."""
+
+    def count_by_status(self) -> dict[str, int]:
+        """Exposures in the read model by status (``ok``, ``failed``)."""
+
+    def counters(self) -> dict[str, int]:
+        """Every throughput counter by name."""
+
+    def histograms(self, name: str) -> dict[str, Histogram]:
+        """Every label's histogram of ``name``."""
+
+
+class RedisReadModel(RedisClient):
+    """The read model in Redis: persisted ledger, metrics, counters and histograms.
+
+    Every method is safe to call whatever Redis does (see :class:`RedisClient`): failures
+    become None / empty results / dropped writes. ``url=None`` disables it for good.
     """
+
+    role = "Redis read model"
 
     def __init__(
         self,
@@ -133,161 +159,19 @@ class RedisReadModel:
         prefix: str = "calibstream",
         socket_timeout: float = 0.5,
         retry_after: float = 5.0,
-        shard_ttl_s: int | None = 86400,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.url = url
-        self.prefix = prefix
-        self.socket_timeout = socket_timeout
-        self.retry_after = retry_after
-        self.shard_ttl_s = shard_ttl_s
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._state = "disabled" if url is None else "up"
-        self._retry_at = 0.0
-        self._down_since = 0.0
-        self._errors = 0
-        self._last_error: str | None = None
-        self._hits = 0
-        self._misses = 0
-        self._skipped = 0
-        self._client: redis.Redis | None = None
         self._record_script: Any = None
-        if url is None:
-            return
-        try:
-            self._client = redis.Redis.from_url(
-                url,
-                socket_timeout=socket_timeout,
-                socket_connect_timeout=socket_timeout,
-                # redis-py 6+ retries 3 times with back-off by default: one immediate retry on
-                # a dropped connection only, none on timeouts (an outage costs one timeout).
-                retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
-            )
-        except (ValueError, redis.RedisError) as exc:  # a malformed URL: disabled, said loudly
-            log.warning("Redis URL %s is not usable (%s): running without Redis", _redact(url), exc)
-            self._state = "disabled"
-            self._last_error = f"{type(exc).__name__}: {exc}"
-            return
-        self._record_script = self._client.register_script(_RECORD_METRICS)
-        self.ping()
+        super().__init__(
+            url,
+            prefix=prefix,
+            socket_timeout=socket_timeout,
+            retry_after=retry_after,
+            clock=clock,
+        )
 
-    # ------------------------------------------------------------------ state
-
-    @property
-    def state(self) -> str:
-        """``"up"``, ``"down"`` (an outage: calls skipped until the back-off ends) or
-        ``"disabled"`` (no URL, or closed)."""
-        return self._state
-
-    def status(self) -> dict:
-        """State and counts, for logs and the dashboard (the URL without its password)."""
-        with self._lock:
-            return {
-                "state": self._state,
-                "url": _redact(self.url),
-                "errors": self._errors,
-                "last_error": self._last_error,
-                "cache_hits": self._hits,
-                "cache_misses": self._misses,
-                "skipped": self._skipped,
-            }
-
-    def ping(self) -> bool:
-        """True when Redis answers now (a probe; skipped during a back-off)."""
-        return bool(self._call(lambda r: r.ping(), False))
-
-    def close(self) -> None:
-        """Drop the connections; the object is ``"disabled"`` from now on."""
-        with self._lock:
-            client, self._client = self._client, None
-            self._state = "disabled"
-        if client is not None:
-            try:
-                client.close()
-            except Exception:  # closing must not raise either
-                log.debug("closing the Redis client failed", exc_info=True)
-
-    def _key(self, *parts: str) -> str:
-        return ":".join((self.prefix, *parts))
-
-    def _call(self, fn: Callable[[redis.Redis], T], default: T) -> T:
-        """``fn(client)``, or ``default`` when disabled, backing off, or failing."""
-        with self._lock:
-            client = self._client
-            if client is None:
-                return default
-            if self._state == "down" and self._clock() < self._retry_at:
-                self._skipped += 1
-                return default
-        try:
-            result = fn(client)
-        except _OUTAGE as exc:
-            self._outage(client, exc)
-            return default
-        except redis.RedisError as exc:  # Redis answered with an error (OOM, WRONGTYPE...)
-            self._fault(exc)
-            return default
-        self._up()
-        return result
-
-    def _outage(self, client: redis.Redis, exc: BaseException) -> None:
-        now = self._clock()
-        with self._lock:
-            self._errors += 1
-            self._last_error = f"{type(exc).__name__}: {exc}"
-            self._retry_at = now + self.retry_after
-            first = self._state == "up"
-            if first:
-                self._state = "down"
-                self._down_since = now
-        if first:
-            log.warning(
-                "Redis at %s is unreachable (%s): carrying on without it "
-                "(cache misses, dropped writes), retrying every %g s",
-                _redact(self.url),
-                self._last_error,
-                self.retry_after,
-            )
-        try:  # pooled sockets are dead now: the next try opens fresh ones
-            client.connection_pool.disconnect()
-        except Exception:
-            log.debug("disconnecting the Redis pool failed", exc_info=True)
-
-    def _fault(self, exc: BaseException) -> None:
-        with self._lock:
-            self._errors += 1
-            self._last_error = f"{type(exc).__name__}: {exc}"
-        log.debug("Redis command failed: %s", exc)
-
-    def _up(self) -> None:
-        if self._state != "down":
-            return
-        with self._lock:
-            if self._state != "down":
-                return
-            self._state = "up"
-            outage = self._clock() - self._down_since
-        log.info("Redis at %s is back after %.1f s", _redact(self.url), outage)
-
-    # ------------------------------------------------------------------ shard cache
-
-    def get(self, key: str) -> bytes | None:
-        """A cached shard (``calibstream.astrometry.refcat.ShardCache``), or None."""
-        value = self._call(lambda r: r.get(self._key("shard", key)), _SKIPPED)
-        if value is _SKIPPED:
-            return None
-        with self._lock:
-            if value is None:
-                self._misses += 1
-            else:
-                self._hits += 1
-        self.incr("cache:miss" if value is None else "cache:hit")  # for every process to see
-        return None if value is None else bytes(value)
-
-    def set(self, key: str, value: bytes) -> None:
-        """Cache a shard for ``shard_ttl_s`` seconds (None: no expiry)."""
-        self._call(lambda r: r.set(self._key("shard", key), value, ex=self.shard_ttl_s), None)
+    def _connected(self, client: redis.Redis) -> None:
+        self._record_script = client.register_script(_RECORD_METRICS)
 
     # ------------------------------------------------------------------ persisted ledger
 
@@ -361,11 +245,11 @@ class RedisReadModel:
 
     def incr(self, name: str, amount: int = 1) -> None:
         """Add ``amount`` to a throughput counter (e.g. ``"processed:detect"``)."""
-        self._call(lambda r: r.hincrby(self._key("counters"), name, amount), None)
+        self._call(lambda r: r.hincrby(self._key(COUNTERS), name, amount), None)
 
     def counters(self) -> dict[str, int]:
         """Every counter by name (empty when Redis is unavailable)."""
-        raw = self._call(lambda r: r.hgetall(self._key("counters")), {})
+        raw = self._call(lambda r: r.hgetall(self._key(COUNTERS)), {})
         return {k.decode(): int(v) for k, v in raw.items()}
 
     # ------------------------------------------------------------------ histograms

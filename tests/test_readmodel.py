@@ -1,13 +1,15 @@
-"""``streams.readmodel.RedisReadModel`` against a real redis-server: the shard cache, the
-ledger, the metrics read read_model and counters, and how it degrades (and recovers) when Redis
-stops."""
+"""``streams.readmodel.RedisReadModel`` and ``streams.shard_cache.RedisShardCache`` against a
+real redis-server: the shard cache, the ledger, the metrics read model and counters, the
+``ReadModel`` interface, and how both degrade (and recover) when Redis stops."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import socket
 import time
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -17,7 +19,10 @@ from conftest_services import fresh_prefix
 from test_refcat import catalog, write
 
 from calibstream.astrometry.refcat import ingest_refcat, load_refcat
-from streams.readmodel import RedisReadModel
+from calibstream.config import Config
+from streams.monitor import Monitor
+from streams.readmodel import ReadModel, RedisReadModel
+from streams.shard_cache import RedisShardCache
 
 LOGGER = "calibstream.redis"
 
@@ -34,6 +39,14 @@ class FakeClock:
 
 def warnings_of(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.name == LOGGER and r.levelno >= logging.WARNING]
+
+
+@pytest.fixture
+def shard_cache(read_model: RedisReadModel, redis_url: str) -> Iterator[RedisShardCache]:
+    """A shard cache under the read model's prefix (whose fixture deletes the keys)."""
+    cache = RedisShardCache(redis_url, prefix=read_model.prefix)
+    yield cache
+    cache.close()
 
 
 def metric(exposure_id: int, ms: int, status: str = "ok", **extra) -> dict:
@@ -53,38 +66,85 @@ def metric(exposure_id: int, ms: int, status: str = "ok", **extra) -> dict:
 
 
 def test_shard_cache_round_trip_counts_hits_and_misses(
-    read_model: RedisReadModel, redis_url
+    shard_cache: RedisShardCache, redis_url
 ) -> None:
-    assert read_model.state == "up"
-    assert read_model.get("calibstream:refcat:abc") is None
-    read_model.set("calibstream:refcat:abc", b"\x00shard bytes\xff")
-    assert read_model.get("calibstream:refcat:abc") == b"\x00shard bytes\xff"
-    assert read_model.get("calibstream:refcat:abc") == b"\x00shard bytes\xff"
-    status = read_model.status()
+    assert shard_cache.state == "up"
+    assert shard_cache.get("calibstream:refcat:abc") is None
+    shard_cache.set("calibstream:refcat:abc", b"\x00shard bytes\xff")
+    assert shard_cache.get("calibstream:refcat:abc") == b"\x00shard bytes\xff"
+    assert shard_cache.get("calibstream:refcat:abc") == b"\x00shard bytes\xff"
+    status = shard_cache.status()
     assert (status["cache_hits"], status["cache_misses"], status["errors"]) == (2, 1, 0)
     client = redis.Redis.from_url(redis_url)
-    key = f"{read_model.prefix}:shard:calibstream:refcat:abc"
+    key = f"{shard_cache.prefix}:shard:calibstream:refcat:abc"
     assert 0 < client.ttl(key) <= 86400
 
-    forever = RedisReadModel(redis_url, prefix=read_model.prefix, shard_ttl_s=None)
+    forever = RedisShardCache(redis_url, prefix=shard_cache.prefix, shard_ttl_s=None)
     forever.set("k2", b"x")
-    assert client.ttl(f"{read_model.prefix}:shard:k2") == -1  # no expiry
+    assert client.ttl(f"{shard_cache.prefix}:shard:k2") == -1  # no expiry
     forever.close()
     client.close()
 
 
-def test_is_the_shard_cache_of_load_refcat(read_model: RedisReadModel, tmp_path) -> None:
+def test_cache_reads_show_in_the_read_models_counters(
+    shard_cache: RedisShardCache, read_model: RedisReadModel, tmp_path
+) -> None:
+    """Every process's cache counts into the counters the dashboard's /metrics reads."""
+    read_model.incr("processed:detect")
+    assert shard_cache.get("a") is None
+    shard_cache.set("a", b"shard")
+    assert shard_cache.get("a") == b"shard" and shard_cache.get("a") == b"shard"
+    assert read_model.counters() == {"processed:detect": 1, "cache:miss": 1, "cache:hit": 2}
+    monitor = Monitor(read_model, tmp_path, Config().colorterms)
+    assert monitor.counters()["cache"] == {"hit": 2, "miss": 1}
+
+
+def test_is_the_shard_cache_of_load_refcat(
+    shard_cache: RedisShardCache, read_model: RedisReadModel, tmp_path
+) -> None:
     cols = catalog(3000, seed=7, ra=(140.0, 160.0), dec=(10.0, 30.0), bands="g")
     ingest_refcat([write(cols, tmp_path / "cat.parquet")], tmp_path / "store", nside=8)
-    first = load_refcat(tmp_path / "store", 150.0, 20.0, 8.0, shard_cache=read_model)
+    first = load_refcat(tmp_path / "store", 150.0, 20.0, 8.0, shard_cache=shard_cache)
     assert first.stats.shards > 1
     assert first.stats.cache_misses == first.stats.shards and first.stats.cache_hits == 0
-    second = load_refcat(tmp_path / "store", 150.0, 20.0, 8.0, shard_cache=read_model)
+    second = load_refcat(tmp_path / "store", 150.0, 20.0, 8.0, shard_cache=shard_cache)
     assert second.stats.cache_hits == second.stats.shards and second.stats.cache_misses == 0
     assert second.stats.cache_errors == 0
     np.testing.assert_array_equal(second.id, first.id)
     np.testing.assert_array_equal(second.ra, first.ra)
-    assert read_model.status()["cache_hits"] == second.stats.shards
+    assert shard_cache.status()["cache_hits"] == second.stats.shards
+    counters = read_model.counters()
+    assert (counters["cache:hit"], counters["cache:miss"]) == (first.stats.shards,) * 2
+
+
+# --------------------------------------------------------------------------- the interface
+
+
+def _protocol_members(protocol: type) -> dict[str, object]:
+    return {
+        name: member
+        for name, member in vars(protocol).items()
+        if not name.startswith("_") and (callable(member) or isinstance(member, property))
+    }
+
+
+def test_redis_read_model_is_a_read_model(read_model: RedisReadModel) -> None:
+    def throughput(model: ReadModel) -> dict[str, int]:  # what a caller typed on it sees
+        model.incr("processed:detect", 2)
+        return model.counters()
+
+    assert throughput(read_model) == {"processed:detect": 2}
+    assert isinstance(read_model, ReadModel) and isinstance(RedisReadModel(None), ReadModel)
+    assert not isinstance(RedisShardCache(None), ReadModel)
+    members = _protocol_members(ReadModel)
+    assert {"incr", "observe", "record_persisted", "record_metrics", "state"} <= set(members)
+    for name, member in members.items():  # the same signatures, not just the same names
+        ours = getattr(RedisReadModel, name)
+        if isinstance(member, property):
+            assert isinstance(ours, property), name
+        else:
+            assert inspect.signature(ours) == inspect.signature(member), name
+    assert not hasattr(read_model, "get") and not hasattr(read_model, "set")  # the cache's
 
 
 # --------------------------------------------------------------------------- ledger
@@ -155,45 +215,46 @@ def test_outage_degrades_quietly_backs_off_and_recovers(redis_factory, caplog) -
     server = redis_factory()
     clock = FakeClock()
     rm = RedisReadModel(server.url, prefix=fresh_prefix(), retry_after=5.0, clock=clock)
-    rm.set("s", b"shard")
     rm.record_metrics(1, metric(1, 10))
-    assert rm.get("s") == b"shard" and rm.state == "up"
+    assert rm.metrics(1)["exposure_id"] == 1 and rm.state == "up"
 
     server.stop()
     t0 = time.perf_counter()
-    assert rm.get("s") is None  # the first failure: connection refused
+    assert rm.metrics(1) is None  # the first failure: connection refused
     first = time.perf_counter() - t0
     assert rm.state == "down" and rm.status()["errors"] == 1
     assert first < rm.socket_timeout + 0.5
     for _ in range(20):  # during the back-off Redis is not even asked
         t0 = time.perf_counter()
-        assert rm.get("s") is None
+        assert rm.metrics(1) is None
         assert time.perf_counter() - t0 < 0.1
-    rm.set("s", b"dropped")
     rm.record_persisted(1, {"status": "ok"})
     rm.record_metrics(2, metric(2, 20))
     rm.incr("processed:detect")
-    assert rm.persisted(1) is None and rm.metrics(1) is None
+    rm.observe("stage_seconds", "detect", 0.5)
+    assert rm.persisted(1) is None and rm.ledger_size() == 0
     assert rm.recent_metrics() == [] and rm.recent_metrics(status="ok") == []
-    assert rm.count_metrics() == 0 and rm.ledger_size() == 0 and rm.counters() == {}
+    assert rm.page_metrics(10) == [] and rm.count_between([(0.0, 1e15)]) == [0]
+    assert rm.count_metrics() == 0 and rm.count_by_status() == {"ok": 0, "failed": 0}
+    assert rm.counters() == {} and rm.histograms("stage_seconds") == {}
     assert rm.ping() is False
     status = rm.status()
     assert status["state"] == "down" and status["errors"] == 1 and status["skipped"] >= 30
     assert "Error" in status["last_error"]
     assert status["url"] == server.url
-    assert (status["cache_hits"], status["cache_misses"]) == (1, 0)  # skipped: neither
 
     clock.now += 5.0  # back-off over, Redis still down: one more try, no second warning
-    assert rm.get("s") is None and rm.state == "down" and rm.status()["errors"] == 2
+    assert rm.metrics(1) is None and rm.state == "down" and rm.status()["errors"] == 2
     assert len(warnings_of(caplog)) == 1
+    assert "read model" in warnings_of(caplog)[0].getMessage()
     assert "unreachable" in warnings_of(caplog)[0].getMessage()
 
     server.start()  # same port, empty (no persistence)
-    assert rm.get("s") is None and rm.state == "down"  # still backing off
+    assert rm.ping() is False and rm.state == "down"  # still backing off
     clock.now += 5.0
-    assert rm.get("s") is None and rm.state == "up"  # asked, answered: a miss
-    rm.set("s", b"again")
-    assert rm.get("s") == b"again"
+    assert rm.metrics(1) is None and rm.state == "up"  # asked, answered: not there
+    rm.record_metrics(3, metric(3, 30))
+    assert rm.metrics(3)["exposure_id"] == 3
     assert any("is back" in r.getMessage() for r in caplog.records if r.name == LOGGER)
     assert len(warnings_of(caplog)) == 1  # one warning for the whole outage
 
@@ -202,6 +263,44 @@ def test_outage_degrades_quietly_backs_off_and_recovers(redis_factory, caplog) -
     rm.incr("x")
     rm.incr("x")
     assert rm.state == "down" and len(warnings_of(caplog)) == 2
+    rm.close()
+
+
+def test_a_cache_outage_is_an_uncounted_miss(redis_factory, caplog) -> None:
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    server = redis_factory()
+    clock = FakeClock()
+    prefix = fresh_prefix()
+    cache = RedisShardCache(server.url, prefix=prefix, retry_after=5.0, clock=clock)
+    rm = RedisReadModel(server.url, prefix=prefix)
+    cache.set("s", b"shard")
+    assert cache.get("s") == b"shard" and cache.state == "up"
+
+    server.stop()
+    t0 = time.perf_counter()
+    assert cache.get("s") is None  # the first failure: connection refused
+    assert time.perf_counter() - t0 < cache.socket_timeout + 0.5
+    assert cache.state == "down"
+    t0 = time.perf_counter()
+    for _ in range(20):  # during the back-off Redis is not even asked
+        assert cache.get("s") is None
+    cache.set("s", b"dropped")
+    assert time.perf_counter() - t0 < 0.5
+    status = cache.status()
+    assert (status["cache_hits"], status["cache_misses"]) == (1, 0)  # skipped: neither
+    assert status["errors"] == 1 and status["skipped"] == 21
+    [warning] = warnings_of(caplog)
+    assert "shard cache" in warning.getMessage() and "unreachable" in warning.getMessage()
+
+    server.start()  # same port, empty (no persistence)
+    clock.now += 5.0
+    assert cache.get("s") is None and cache.state == "up"  # asked, answered: a miss
+    cache.set("s", b"again")
+    assert cache.get("s") == b"again"
+    assert (cache.status()["cache_hits"], cache.status()["cache_misses"]) == (2, 1)
+    assert rm.counters() == {"cache:miss": 1, "cache:hit": 1}  # the restart emptied Redis
+    assert len(warnings_of(caplog)) == 1
+    cache.close()
     rm.close()
 
 
@@ -230,45 +329,50 @@ def test_a_silent_server_costs_one_timeout_not_one_per_call(caplog) -> None:
         t0 = time.perf_counter()
         rm = RedisReadModel(url, socket_timeout=0.2)  # the constructor's ping times out
         assert 0.15 < time.perf_counter() - t0 < 1.0
-        assert rm.state == "down"
+        cache = RedisShardCache(url, socket_timeout=0.2)  # and so does this one's
+        assert rm.state == "down" and cache.state == "down"
         t0 = time.perf_counter()
         for i in range(100):
-            assert rm.get(f"k{i}") is None
+            assert cache.get(f"k{i}") is None and rm.metrics(i) is None
             rm.record_metrics(i, metric(i, i))
         assert time.perf_counter() - t0 < 0.1
         assert rm.status()["errors"] == 1 and "Timeout" in rm.status()["last_error"]
-        assert len(warnings_of(caplog)) == 1
+        assert cache.status()["errors"] == 1 and cache.status()["cache_misses"] == 0
+        assert len(warnings_of(caplog)) == 2  # one per client
         rm.close()
+        cache.close()
 
 
 def test_no_url_is_disabled_and_every_call_a_no_op(caplog) -> None:
     rm = RedisReadModel(None)
-    assert rm.state == "disabled"
-    rm.set("k", b"v")
+    cache = RedisShardCache(None)
+    assert rm.state == "disabled" and cache.state == "disabled"
+    cache.set("k", b"v")
     rm.record_persisted(1, {"status": "ok"})
     rm.record_metrics(1, metric(1, 1))
     rm.incr("n")
-    assert rm.get("k") is None and rm.persisted(1) is None and rm.metrics(1) is None
-    assert rm.recent_metrics() == [] and rm.counters() == {}
+    rm.observe("stage_seconds", "detect", 1.0)
+    assert cache.get("k") is None and rm.persisted(1) is None and rm.metrics(1) is None
+    assert rm.recent_metrics() == [] and rm.page_metrics() == [] and rm.counters() == {}
     assert rm.ledger_size() == 0 and rm.count_metrics() == 0 and rm.ping() is False
-    assert rm.status() == {
-        "state": "disabled",
-        "url": None,
-        "errors": 0,
-        "last_error": None,
-        "cache_hits": 0,
-        "cache_misses": 0,
-        "skipped": 0,
-    }
+    assert rm.histograms("stage_seconds") == {} and cache.ping() is False
+    disabled = {"state": "disabled", "url": None, "errors": 0, "last_error": None, "skipped": 0}
+    assert rm.status() == disabled
+    assert cache.status() == {**disabled, "cache_hits": 0, "cache_misses": 0}
     rm.close()
+    cache.close()
     assert warnings_of(caplog) == []
 
 
-def test_closed_model_is_disabled_and_password_is_hidden(redis_url) -> None:
-    rm = RedisReadModel(redis_url, prefix=fresh_prefix())
-    assert rm.ping() is True
-    rm.close()
-    assert rm.state == "disabled" and rm.get("k") is None and rm.ping() is False
-    secret = RedisReadModel("redis://:hunter2@127.0.0.1:1/0", retry_after=60)
-    assert "hunter2" not in str(secret.status()) and secret.state == "down"
-    secret.close()
+def test_closed_clients_are_disabled_and_password_is_hidden(redis_url) -> None:
+    for client in (RedisReadModel, RedisShardCache):
+        rm = client(redis_url, prefix=fresh_prefix())
+        assert rm.ping() is True
+        rm.close()
+        assert rm.state == "disabled" and rm.ping() is False
+        secret = client("redis://:hunter2@127.0.0.1:1/0", retry_after=60)
+        assert "hunter2" not in str(secret.status()) and secret.state == "down"
+        secret.close()
+    closed = RedisShardCache(redis_url, prefix=fresh_prefix())
+    closed.close()
+    assert closed.get("k") is None
