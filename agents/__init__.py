@@ -1,1 +1,5 @@
-"""The faust agents: one thin module each, adapting events to the science steps."""
+"""One module per stage: event in, core stage, event out (``step``).
+
+The topology (:mod:`streams.topology`) names these modules; the generic runner
+(:mod:`streams.runner`) decodes, applies the failure policy, counts and encodes.
+"""

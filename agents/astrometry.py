@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from streams.app import Service
+from collections.abc import Mapping
+from typing import Any
+
+from calibstream import stages
+from streams import events
+from streams.runner import Context
 
 
-def attach(service: Service) -> None:
-    stream = service.deployment.stream
-
-    @service.app.agent(
-        service.topics["detections"], name="astrometry", concurrency=stream.concurrency
-    )
-    async def astrometry(events):
-        async for event in events.events():
-            await service.handle("astrometry", event)
+def step(ctx: Context, event: Mapping[str, Any]) -> dict:
+    frame, catalog = events.detection_inputs(event)
+    solution = stages.astrometry(frame, catalog, ctx.refcat, ctx.config, ctx.cache)
+    return events.match_event(event, solution, solution.timings)

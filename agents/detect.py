@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from streams.app import Service
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from calibstream import stages
+from streams import events
+from streams.runner import Context
 
 
-def attach(service: Service) -> None:
-    stream = service.deployment.stream
-
-    @service.app.agent(service.topics["exposures"], name="detect", concurrency=stream.concurrency)
-    async def detect(events):
-        async for event in events.events():
-            await service.handle("detect", event)
+def step(ctx: Context, event: Mapping[str, Any]) -> dict:
+    frame, measurement = stages.detect(Path(event["uri"]), ctx.config)
+    return events.detection_event(
+        event, frame, measurement.catalog, measurement.background, measurement.timings
+    )

@@ -1,14 +1,18 @@
-"""Match → zero-point: colour terms, clipped zero-point, calibrated magnitudes."""
+"""Match → zero-point: colour terms, clipped zero-point, the folder's content."""
 
 from __future__ import annotations
 
-from streams.app import Service
+from collections.abc import Mapping
+from typing import Any
+
+from calibstream import stages
+from streams import events
+from streams.runner import Context
 
 
-def attach(service: Service) -> None:
-    stream = service.deployment.stream
-
-    @service.app.agent(service.topics["matches"], name="photometry", concurrency=stream.concurrency)
-    async def photometry(events):
-        async for event in events.events():
-            await service.handle("photometry", event)
+def step(ctx: Context, event: Mapping[str, Any]) -> dict:
+    fitted = events.fitted_from_event(event)
+    result, calibrated, timings = stages.photometry(
+        fitted, ctx.config, ctx.photometry_refcat, ctx.cache
+    )
+    return events.zeropoint_event(event, calibrated, result, timings)

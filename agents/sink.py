@@ -1,21 +1,31 @@
-"""Zero-points and failures → the exposures' folders, the ledger and the metrics.
-
-Writes are atomic and byte-identical on a redelivery or a replay, so
-at-least-once delivery never duplicates anything.
-"""
+"""Zero-point → the exposure's folder (atomic, byte-identical on a redelivery), its ledger
+entry and metrics."""
 
 from __future__ import annotations
 
-from streams.app import Service
+from collections.abc import Mapping
+from typing import Any
+
+from calibstream.io.outputs import write_calibration
+from streams import events
+from streams.runner import Context
 
 
-def attach(service: Service) -> None:
-    @service.app.agent(service.topics["zeropoints"], name="sink")
-    async def sink(events):
-        async for event in events.events():
-            await service.handle("sink", event)
-
-    @service.app.agent(service.topics["failures"], name="sink-failures")
-    async def sink_failures(events):
-        async for event in events.events():
-            await service.handle("sink-failures", event)
+def step(ctx: Context, event: Mapping[str, Any]) -> None:
+    folder = write_calibration(events.calibrated_from_event(event), ctx.root)
+    done_ms = events.now_ms()
+    latency_s = (done_ms - event["input"]["submitted_ms"]) / 1000
+    ctx.readmodel.observe("latency_seconds", "persisted", latency_s)
+    ctx.readmodel.record_persisted(event["exposure_id"], {"status": "ok", "folder": str(folder)})
+    ctx.readmodel.record_metrics(
+        event["exposure_id"],
+        {
+            "status": "ok",
+            **event["metadata"],
+            **{name: event[name] for name in events.ZEROPOINT_FIGURES},
+            "submitted_ms": event["input"]["submitted_ms"],
+            "persisted_ms": done_ms,
+            "latency_s": latency_s,
+            "timings": event["timings"],
+        },
+    )

@@ -1,4 +1,4 @@
-"""The core's subcommands (no services): simulate, measure, ingest-refcat, calibrate.
+"""The core's subcommands (no services): simulate, measure, ingest-refcat.
 
 The ``calibstream`` console script is ``streams.cli``, which adds the streaming ones.
 """
@@ -15,7 +15,7 @@ from calibstream.runtime import reuse_freed_memory
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from calibstream.simulate.simulate import write_simulation
+    from calibstream.simulate.survey import write_simulation
 
     paths = write_simulation(Path(args.outdir), n=args.n, size=tuple(args.size), seed=args.seed)
     for path in paths:
@@ -45,28 +45,6 @@ def _ingest(args: argparse.Namespace) -> int:
     return 0
 
 
-def _calibrate(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from calibstream.batch import calibrate_file
-    from calibstream.config import load_config
-
-    config = load_config(args.config)
-    photometry = Path(args.photometry_refcat) if args.photometry_refcat else None
-    failed = 0
-    bar = tqdm(args.exposures, unit="exposure", disable=None)
-    for path in bar:
-        outcome = calibrate_file(Path(path), Path(args.refcat), Path(args.out), config, photometry)
-        bar.write(
-            f"{path}: {outcome.status} -> {outcome.folder}"
-            + (f" ({outcome.reason})" if outcome.reason else "")
-        )
-        failed += outcome.status != "ok"
-    if failed:
-        print(f"{failed} of {len(args.exposures)} exposures failed", file=sys.stderr)
-    return 1 if failed else 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="calibstream", description="Calibrate characterized telescope exposures."
@@ -91,18 +69,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the store folder")
     p.add_argument("--nside", type=int, default=32, help="HEALPix nside of the shards")
     p.set_defaults(func=_ingest)
-
-    p = sub.add_parser("calibrate", help="the whole chain for each exposure, in one process")
-    p.add_argument("exposures", nargs="+")
-    p.add_argument(
-        "--refcat",
-        required=True,
-        help="reference store (astrometry, and photometry unless --photometry-refcat is given)",
-    )
-    p.add_argument("--photometry-refcat", default=None, help="a separate photometric store")
-    p.add_argument("--out", required=True, help="output root: ROOT/exposures/<EXPID>/")
-    p.add_argument("--config", default=None, help="TOML configuration file")
-    p.set_defaults(func=_calibrate)
 
     return parser
 

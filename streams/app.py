@@ -12,9 +12,12 @@ numbers of all of them to one worker, so an agent sends what it produces to the
 partition number of its input: an exposure's whole chain stays with the worker
 that took its characterized-exposure event (``submit`` spreads those evenly).
 So the worker takes each event on down the chain in the same science call
-(``[stream] chain``, :func:`streams.steps.run_chained`): one call per exposure
+(``[stream] chain``, :func:`streams.runner.run_chain`): one call per exposure
 instead of four, no wait for the broker between the steps. It still publishes
-every event, and its own agent, when the event comes back, only acknowledges it.
+every event (the topics stay complete for replay and any other reader), and its
+own agent, when the event comes back, only acknowledges it.
+
+The agents are made from the topology (:mod:`streams.topology`), one per stage.
 """
 
 from __future__ import annotations
@@ -31,9 +34,10 @@ import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
-from streams import steps
+from streams.runner import Message, Output
 from streams.science import SciencePool
-from streams.settings import TOPIC_ROLES, Deployment
+from streams.settings import Deployment
+from streams.topology import Stage
 
 log = logging.getLogger("calibstream.app")
 
@@ -52,8 +56,8 @@ class Handled:
         self._marks: OrderedDict[tuple, int] = OrderedDict()
 
     @staticmethod
-    def _mark(topic: str, partition: int, key: bytes | None, value: bytes) -> tuple:
-        return topic, partition, key, hashlib.blake2b(value, digest_size=16).digest()
+    def _mark(topic: str, partition: int, key: bytes | None, value: bytes | None) -> tuple:
+        return topic, partition, key, hashlib.blake2b(value or b"", digest_size=16).digest()
 
     def add(self, topic: str, partition: int, key: bytes | None, value: bytes) -> None:
         mark = self._mark(topic, partition, key, value)
@@ -62,7 +66,7 @@ class Handled:
         while len(self._marks) > self.limit:
             self._marks.popitem(last=False)
 
-    def take(self, topic: str, partition: int, key: bytes | None, value: bytes) -> bool:
+    def take(self, topic: str, partition: int, key: bytes | None, value: bytes | None) -> bool:
         mark = self._mark(topic, partition, key, value)
         count = self._marks.get(mark, 0)
         if count > 1:
@@ -88,7 +92,7 @@ class Service:
     async def handle(self, agent: str, event: faust.EventT) -> None:
         """One message through ``agent``'s step; returns once its outputs are delivered."""
         record = event.message
-        message = steps.Message(
+        message = Message(
             topic=record.topic,
             partition=record.partition,
             offset=record.offset,
@@ -97,7 +101,7 @@ class Service:
             timestamp_ms=None if record.timestamp is None else int(record.timestamp * 1000),
         )
         if self.handled.take(message.topic, message.partition, message.key, message.value):
-            outputs: list[steps.Output] = []
+            outputs: list[Output] = []
             made = "(done upstream in this worker)"
         else:
             outputs = await self.science.run(agent, message, self.onward(message.partition))
@@ -120,12 +124,12 @@ class Service:
             return frozenset()
         assigned = self.app.consumer.assignment()
         return frozenset(
-            agent
-            for role, agent in steps.NEXT_AGENT.items()
-            if TP(stream.topic(role), partition) in assigned
+            stage.agent
+            for stage in self.deployment.topology
+            if TP(stream.topic(stage.consumes), partition) in assigned
         )
 
-    async def publish(self, outputs: Iterable[steps.Output], partition: int) -> None:
+    async def publish(self, outputs: Iterable[Output], partition: int) -> None:
         """Send ``outputs`` to ``partition`` of their topics (the input's: see above)."""
         stream = self.deployment.stream
         for output in outputs:
@@ -197,17 +201,27 @@ def build_service(deployment: Deployment, science: SciencePool | None = None) ->
             key_serializer="raw",
             value_serializer="raw",
         )
-        for role in TOPIC_ROLES
+        for role in deployment.topology.roles
     }
     service = Service(app, topics, science or SciencePool(deployment), deployment)
-
-    from agents import astrometry, detect, photometry, sink
-
-    for module in (detect, astrometry, photometry, sink):
-        module.attach(service)
+    for stage in deployment.topology:
+        _attach(service, stage)
 
     @app.on_before_shutdown.connect
     async def _close_pool(app: faust.App, **kwargs: object) -> None:
         service.science.close()
 
     return service
+
+
+def _attach(service: Service, stage: Stage) -> None:
+    """The faust agent of ``stage``: each event through the science pool, then acknowledged."""
+
+    async def agent(events: faust.StreamT) -> None:
+        async for event in events.events():
+            await service.handle(stage.agent, event)
+
+    concurrency = service.deployment.stream.concurrency if stage.concurrency else 1
+    service.app.agent(service.topics[stage.consumes], name=stage.agent, concurrency=concurrency)(
+        agent
+    )

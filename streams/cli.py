@@ -10,6 +10,7 @@ from pathlib import Path
 
 from calibstream import cli as core_cli
 from streams.settings import Deployment, load_deployment
+from streams.topology import CALIBRATE
 
 
 def _deployment(args: argparse.Namespace) -> Deployment:
@@ -22,6 +23,34 @@ def _deployment(args: argparse.Namespace) -> Deployment:
         output_root=args.out,
         science_processes=getattr(args, "processes", None),
     )
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from calibstream.config import load_config
+    from streams.batch import calibrate_file
+    from streams.readmodel import RedisReadModel
+    from streams.runner import Context
+    from streams.settings import StreamSettings
+    from streams.topology import CALIBRATE
+
+    settings = StreamSettings(
+        refcat=args.refcat, photometry_refcat=args.photometry_refcat, output_root=args.out
+    )
+    ctx = Context(settings, load_config(args.config), RedisReadModel(None), None, CALIBRATE)
+    failed = 0
+    bar = tqdm(args.exposures, unit="exposure", disable=None)
+    for offset, path in enumerate(bar):
+        outcome = calibrate_file(Path(path), ctx, offset)
+        bar.write(
+            f"{path}: {outcome.status} -> {outcome.folder}"
+            + (f" ({outcome.reason})" if outcome.reason else "")
+        )
+        failed += outcome.status != "ok"
+    if failed:
+        print(f"{failed} of {len(args.exposures)} exposures failed", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _worker(args: argparse.Namespace) -> int:
@@ -86,6 +115,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = core_cli.build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
 
+    p = sub.add_parser("calibrate", help="the whole chain for each exposure, in one process")
+    p.add_argument("exposures", nargs="+")
+    p.add_argument(
+        "--refcat",
+        required=True,
+        help="reference store (astrometry, and photometry unless --photometry-refcat is given)",
+    )
+    p.add_argument("--photometry-refcat", default=None, help="a separate photometric store")
+    p.add_argument("--out", required=True, help="output root: ROOT/exposures/<EXPID>/")
+    p.add_argument("--config", default=None, help="TOML configuration file")
+    p.set_defaults(func=_calibrate)
+
     p = sub.add_parser("worker", help="run a streaming worker (workers of one app share the work)")
     _service_options(p)
     p.add_argument("--photometry-refcat", default=None, help="a separate photometric store")
@@ -98,12 +139,17 @@ def build_parser() -> argparse.ArgumentParser:
     _service_options(p)
     p.set_defaults(func=_submit)
 
-    p = sub.add_parser("replay", help="re-process an archived topic from an offset or a time")
+    _add_replay(sub.add_parser("replay", help="re-process an archived topic from a point"))
+    _add_dashboard_and_demo(sub)
+    return parser
+
+
+def _add_replay(p: argparse.ArgumentParser) -> None:
     _service_options(p)
     p.add_argument(
         "--topic",
         default="exposures",
-        choices=["exposures", "detections", "matches", "zeropoints", "failures"],
+        choices=CALIBRATE.consumed,
         help="which topic to replay (the chain runs on from its stage)",
     )
     start = p.add_mutually_exclusive_group(required=True)
@@ -121,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_replay)
 
+
+def _add_dashboard_and_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("dashboard", help="serve the monitoring page, its JSON API and /metrics")
     _service_options(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0: all)")
@@ -137,7 +185,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, nargs=2, default=(2048, 2048), metavar=("NX", "NY"))
     p.add_argument("--seed", type=int, default=1)
     p.set_defaults(func=_demo)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -201,7 +201,7 @@ def run_dashboard(deployment: Deployment, host: str = "127.0.0.1", port: int = 8
     )
     if stream.redis is None:
         log.warning("no Redis configured: the dashboard has no read model to show")
-    app = build_app(monitor, LagProbe(stream))
+    app = build_app(monitor, LagProbe(stream, deployment.topology))
     print(f"dashboard at http://{host}:{port}/", flush=True)
     web.run_app(app, host=host, port=port, print=None, access_log=None)
     return 0

@@ -19,13 +19,11 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from streams.settings import StreamSettings
+from streams.topology import CALIBRATE, Topology
 
-__all__ = ["CONSUMED_ROLES", "LagProbe", "PartitionLag"]
+__all__ = ["LagProbe", "PartitionLag"]
 
 log = logging.getLogger("calibstream.lag")
-
-#: The topics the workers consume (their agents' inputs).
-CONSUMED_ROLES = ("exposures", "detections", "matches", "zeropoints", "failures")
 
 
 @dataclass(frozen=True)
@@ -43,10 +41,12 @@ class PartitionLag:
 class LagProbe:
     """Asks the broker for the group's lag; ``await probe.lag()`` as often as wanted."""
 
-    def __init__(self, stream: StreamSettings, timeout_s: float = 5.0) -> None:
+    def __init__(
+        self, stream: StreamSettings, topology: Topology = CALIBRATE, timeout_s: float = 5.0
+    ) -> None:
         self.stream = stream
         self.group = stream.app_id
-        self.topics = [stream.topic(role) for role in CONSUMED_ROLES]
+        self.topics = [stream.topic(role) for role in topology.consumed]  # the agents' inputs
         self.timeout_ms = int(timeout_s * 1000)
         self._admin: AIOKafkaAdminClient | None = None
         self._consumer: AIOKafkaConsumer | None = None

@@ -25,21 +25,12 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from calibstream.errors import ConfigError
-from streams import steps
 from streams.kafka_admin import run_sync, topic_partitions
-from streams.readmodel import RedisReadModel
+from streams.runner import Message, run_chain
+from streams.science import context
 from streams.settings import Deployment
 
 log = logging.getLogger("calibstream.replay")
-
-#: The agent that consumes each topic: replaying a topic runs the chain on from it.
-AGENT_OF_ROLE = {
-    "exposures": "detect",
-    "detections": "astrometry",
-    "matches": "photometry",
-    "zeropoints": "sink",
-    "failures": "sink-failures",
-}
 
 
 @dataclass(frozen=True)
@@ -109,7 +100,9 @@ async def areplay(
 ) -> ReplayReport:
     stream = deployment.stream
     topic = stream.topic(role)
-    ctx = steps.Context(stream, deployment.science, RedisReadModel(stream.redis))
+    if deployment.topology.consumer_of(role) is None:
+        raise ConfigError(f"no stage reads the topic role {role!r}", where="replay")
+    ctx = context(deployment)
     report = ReplayReport(topic, folders_before=_folders(ctx.root))
     began = time.perf_counter()
     consumer = AIOKafkaConsumer(
@@ -160,7 +153,7 @@ async def _replay_partition(consumer, tp, begin, stop, role, ctx, report) -> Non
                 return
             position = record.offset + 1
             report.records += 1
-            message = steps.Message(
+            message = Message(
                 record.topic,
                 record.partition,
                 record.offset,
@@ -168,34 +161,8 @@ async def _replay_partition(consumer, tp, begin, stop, role, ctx, report) -> Non
                 record.value,
                 record.timestamp,
             )
-            report.outcomes.update(run_chain(ctx, role, message))
-
-
-def run_chain(ctx: steps.Context, role: str, message: steps.Message) -> Counter:
-    """``message`` of topic ``role`` through its agent's step and on down the chain."""
-    made: Counter = Counter()
-    pending = [(role, message)]
-    while pending:
-        role, message = pending.pop()
-        agent = AGENT_OF_ROLE.get(role)
-        if agent is None:
-            continue
-        for output in steps.run(ctx, agent, message):
-            made[output.role] += 1
-            pending.append(
-                (
-                    output.role,
-                    steps.Message(
-                        output.role,
-                        message.partition,
-                        message.offset,
-                        output.key,
-                        output.value,
-                        message.timestamp_ms,
-                    ),
-                )
-            )
-    return made
+            agent = ctx.topology.consumer_of(role).agent
+            report.outcomes.update(o.role for o in run_chain(ctx, agent, message))
 
 
 async def _offset_of(consumer, tp, point: Point, first: int, end: int, after: bool = False) -> int:

@@ -2,7 +2,7 @@
 
 A long exposure never blocks the loop, so the worker keeps heartbeating and the
 group never rebalances because of it. Processes are spawned (not forked from a
-process with threads) and each builds its :class:`~streams.steps.Context` once.
+process with threads) and each builds its :class:`~streams.runner.Context` once.
 ``processes = 0`` runs the steps in one thread of the worker itself.
 """
 
@@ -16,31 +16,44 @@ from concurrent.futures.process import BrokenProcessPool
 
 from calibstream.errors import CalibstreamError
 from calibstream.runtime import reuse_freed_memory
-from streams import steps
+from streams import runner
 from streams.readmodel import RedisReadModel
+from streams.runner import Message, Output
 from streams.settings import Deployment
+from streams.shard_cache import RedisShardCache
+from streams.topology import FAILURES
 
 log = logging.getLogger("calibstream.science")
 
-_CONTEXT: steps.Context | None = None
+_CONTEXT: runner.Context | None = None
 
 
 def _init(deployment: Deployment) -> None:
     global _CONTEXT
     reuse_freed_memory()
+    _CONTEXT = context(deployment)
+
+
+def context(deployment: Deployment) -> runner.Context:
+    """The steps' context of a deployment: its Redis as read model and shard cache."""
     stream = deployment.stream
-    _CONTEXT = steps.Context(stream, deployment.science, RedisReadModel(stream.redis))
+    return runner.Context(
+        stream,
+        deployment.science,
+        RedisReadModel(stream.redis),
+        RedisShardCache(stream.redis),
+        deployment.topology,
+    )
 
 
-def _run(agent: str, message: steps.Message, onward: frozenset[str]) -> list[steps.Output]:
+def _run(agent: str, message: Message, onward: frozenset[str]) -> list[Output]:
     assert _CONTEXT is not None, "the science pool was not initialised"
-    if onward:
-        return steps.run_chained(_CONTEXT, agent, message, onward)
-    return steps.run(_CONTEXT, agent, message)
+    return runner.run_chain(_CONTEXT, agent, message, onward)
 
 
 class SciencePool:
-    """Runs ``steps.run`` for the agents, in a pool sized by configuration."""
+    """Runs :func:`streams.runner.run_chain` for the agents, in a pool sized by
+    configuration."""
 
     def __init__(self, deployment: Deployment) -> None:
         self.deployment = deployment
@@ -59,10 +72,10 @@ class SciencePool:
         )
 
     async def run(
-        self, agent: str, message: steps.Message, onward: frozenset[str] = frozenset()
-    ) -> list[steps.Output]:
+        self, agent: str, message: Message, onward: frozenset[str] = frozenset()
+    ) -> list[Output]:
         """``agent``'s step on ``message``; then on down the chain through the agents in
-        ``onward`` in the same call (:func:`streams.steps.run_chained`)."""
+        ``onward`` in the same call (:func:`streams.runner.run_chain`)."""
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._executor, _run, agent, message, onward)
@@ -78,10 +91,10 @@ class SciencePool:
             )
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = self._start()
-            if agent == "sink-failures":  # never answer a failure with a failure
-                return []
+            if self.deployment.topology.stage(agent).consumes == FAILURES:
+                return []  # never answer a failure with a failure
             error = CalibstreamError("the science process died on this event", where=agent)
-            return [steps.failure_output(agent, error, message)]
+            return [runner.failure_output(agent, error, message)]
 
     async def warm_up(self) -> None:
         """Start every process now (imports take seconds), not on the first exposure."""

@@ -26,9 +26,7 @@ from typing import Any
 
 from calibstream.config import Config, config_from_dict
 from calibstream.errors import ConfigError
-
-#: Topic roles and their default names. Each role's events have one schema subject.
-TOPIC_ROLES = ("exposures", "detections", "matches", "zeropoints", "failures", "deadletter")
+from streams.topology import CALIBRATE, Topology
 
 
 @dataclass(frozen=True)
@@ -50,7 +48,7 @@ class StreamSettings:
     concurrency: int = 1
     #: Take an exposure on down the chain (astrometry, photometry, the sink) in the same
     #: science call as its detection when this worker owns the partitions those events go
-    #: to (streams.steps.run_chained); the events are published all the same.
+    #: to (streams.runner.run_chain); the events are published all the same.
     chain: bool = True
     #: How long a worker's fetch waits for data (ms): the latency of each of the four hops
     #: of an exposure when the topics are idle (faust's own, fixed, is 1500).
@@ -63,14 +61,8 @@ class StreamSettings:
     max_message_bytes: int = 8 * 1024 * 1024
 
     def topic(self, role: str) -> str:
-        if role not in TOPIC_ROLES:
-            raise ConfigError(f"unknown topic role {role!r}", where="stream")
+        """The topic of a role of the topology (``exposures``, ``detections``, ...)."""
         return self.topic_prefix + role
-
-    @property
-    def topics(self) -> dict[str, int]:
-        """Every topic the service uses, with its partition count."""
-        return {self.topic(role): self.partitions for role in TOPIC_ROLES}
 
     @property
     def bootstrap(self) -> str:
@@ -82,6 +74,12 @@ class StreamSettings:
 class Deployment:
     stream: StreamSettings = field(default_factory=StreamSettings)
     science: Config = field(default_factory=Config)
+    topology: Topology = CALIBRATE
+
+    @property
+    def topics(self) -> dict[str, int]:
+        """Every topic of the topology, with its partition count."""
+        return {self.stream.topic(role): self.stream.partitions for role in self.topology.roles}
 
 
 def load_deployment(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Deployment:

@@ -24,24 +24,27 @@ from streams.app import build_service
 from streams.codec import encode
 from streams.kafka_admin import acreate_topics, run_sync
 from streams.settings import Deployment, StreamSettings
+from streams.topology import CALIBRATE, Topology
 
 log = logging.getLogger("calibstream.worker")
 
 
-async def ensure_topics(stream: StreamSettings) -> None:
-    """Create every topic with its partition count (never let the broker auto-create one)."""
+async def ensure_topics(stream: StreamSettings, topology: Topology = CALIBRATE) -> None:
+    """Create every topic of ``topology`` with its partition count (never let the broker
+    auto-create one)."""
+    topics = Deployment(stream, topology=topology).topics
     config = {"max.message.bytes": str(stream.max_message_bytes)}
     await acreate_topics(
         stream.bootstrap,
-        stream.topics,
+        topics,
         replication_factor=stream.replication,
-        configs={name: config for name in stream.topics},
+        configs={name: config for name in topics},
     )
 
 
 def run_worker(deployment: Deployment, loglevel: str = "info") -> int:
     """Run a worker until it is stopped (SIGTERM, SIGINT)."""
-    run_sync(lambda: ensure_topics(deployment.stream))
+    run_sync(lambda: ensure_topics(deployment.stream, deployment.topology))
     service = build_service(deployment)
 
     @service.app.task
@@ -79,7 +82,9 @@ def characterized_exposure(path: Path) -> tuple[int, bytes, bytes]:
     )
 
 
-async def asubmit(paths: Iterable[Path], stream: StreamSettings) -> list[tuple[Path, int]]:
+async def asubmit(
+    paths: Iterable[Path], stream: StreamSettings, topology: Topology = CALIBRATE
+) -> list[tuple[Path, int]]:
     """A characterized-exposure event per file, keyed by EXPID; returns (path, EXPID) sent.
 
     The metadata is the file's primary header; a file without a readable one
@@ -88,12 +93,12 @@ async def asubmit(paths: Iterable[Path], stream: StreamSettings) -> list[tuple[P
     exposures split evenly over the workers; the key names the exposure but
     does not choose its partition).
     """
-    await ensure_topics(stream)
+    await ensure_topics(stream, topology)
     sent = []
     client = producer(stream)
     await client.start()
     try:
-        topic = stream.topic("exposures")
+        topic = stream.topic(topology.stages[0].consumes)
         partitions = sorted(await client.partitions_for(topic))
         turn = random.randrange(len(partitions))
         for path in paths:
@@ -108,5 +113,7 @@ async def asubmit(paths: Iterable[Path], stream: StreamSettings) -> list[tuple[P
     return sent
 
 
-def submit(paths: Iterable[Path], stream: StreamSettings) -> list[tuple[Path, int]]:
-    return run_sync(lambda: asubmit(list(paths), stream))
+def submit(
+    paths: Iterable[Path], stream: StreamSettings, topology: Topology = CALIBRATE
+) -> list[tuple[Path, int]]:
+    return run_sync(lambda: asubmit(list(paths), stream, topology))

@@ -86,11 +86,12 @@ def expid_of(path: Path) -> int:
 class Worker:
     """A ``calibstream worker`` subprocess, its output in a log file."""
 
-    def __init__(self, config: Path, log: Path, *extra: str) -> None:
+    def __init__(self, config: Path, log: Path, *extra: str, argv: list[str] | None = None) -> None:
         self.log = log
         self._handle = open(log, "ab")  # noqa: SIM115 - closed in stop()
+        command = [sys.executable, "-m", "streams.cli", "worker", "--config", str(config)]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker", "--config", str(config), *extra],
+            [*(argv or command), *extra],
             stdout=self._handle,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # kill -9 reaches the science processes too

@@ -16,9 +16,9 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 
-from calibstream.cli import main
 from calibstream.io.outputs import publish_folder
-from calibstream.simulate.simulate import read_truth
+from calibstream.simulate.truth import read_truth
+from streams.cli import main
 
 OUTPUT_FILES = {"calexp.fits", "src.fits", "matches.fits", "background.fits", "summary.json"}
 

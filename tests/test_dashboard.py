@@ -15,9 +15,9 @@ from astropy.io import fits
 from conftest_services import *  # noqa: F403 (the fixtures: read_model, redis_url)
 from prometheus_client.parser import text_string_to_metric_families
 
-from calibstream.cli import main as core_main
 from calibstream.config import Config
 from calibstream.quality import distortion_grid, exposure_quality
+from streams.cli import main as core_main
 from streams.dashboard import build_app
 from streams.metrics import metrics_text
 from streams.monitor import ROW_FIELDS, Monitor

@@ -12,11 +12,12 @@ from streams.settings import load_deployment
 
 def test_compose_creates_every_topic_the_workers_use_with_their_partitions():
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
-    stream = load_deployment(REPO / "deploy" / "stream.toml").stream
+    deployment = load_deployment(REPO / "deploy" / "stream.toml")
+    stream = deployment.stream
     script = compose["services"]["topics"]["command"][0]
     roles = re.search(r"for role in ([a-z ]+); do", script).group(1).split()
     created = {f"calibstream.{role}" for role in roles}
-    assert created == set(stream.topics)
+    assert created == set(deployment.topics)
     assert f"--partitions {stream.partitions}" in script
     assert f"max.message.bytes={stream.max_message_bytes}" in script
     worker = compose["services"]["worker"]

@@ -12,8 +12,9 @@ from aiokafka.structs import OffsetAndMetadata
 from conftest_services import *  # noqa: F403 (the fixtures: tansu, kafka)
 
 from streams.kafka_admin import acreate_topics
-from streams.lag import CONSUMED_ROLES, LagProbe
-from streams.settings import StreamSettings
+from streams.lag import LagProbe
+from streams.settings import Deployment, StreamSettings
+from streams.topology import CALIBRATE
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +29,7 @@ def test_lag_counts_what_the_group_has_not_committed(broker):
     stream = StreamSettings(broker=broker.url, topic_prefix=prefix, app_id=prefix + "app")
 
     async def scenario() -> tuple[list, list, list]:
-        await acreate_topics(stream.bootstrap, stream.topics)
+        await acreate_topics(stream.bootstrap, Deployment(stream).topics)
         exposures = stream.topic("exposures")
         producer = AIOKafkaProducer(bootstrap_servers=stream.bootstrap, max_batch_size=1)
         await producer.start()
@@ -59,7 +60,7 @@ def test_lag_counts_what_the_group_has_not_committed(broker):
         return before, after
 
     before, after = asyncio.run(scenario())
-    consumed = {stream.topic(role) for role in CONSUMED_ROLES}
+    consumed = {stream.topic(role) for role in CALIBRATE.consumed}
     assert {row.topic for row in before} == consumed  # every topic the workers read
     assert len(before) == len(consumed) * stream.partitions  # every partition of each
 

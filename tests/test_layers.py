@@ -97,3 +97,72 @@ def test_production_never_imports_the_harness():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "", f"importing streams and agents loaded: {result.stdout}"
+
+
+PACKAGES = ("calibstream", "streams", "agents", "harness")
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 60
+
+
+def _sources():
+    for package in PACKAGES:
+        yield from sorted((REPO / package).rglob("*.py"))
+
+
+def test_modules_and_functions_stay_short():
+    """No module over 400 lines, no function over 60 (def line to last line)."""
+    long_modules, long_functions = [], []
+    for path in _sources():
+        text = path.read_text()
+        name = str(path.relative_to(REPO))
+        if len(text.splitlines()) > MAX_MODULE_LINES:
+            long_modules.append((name, len(text.splitlines())))
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long_functions.append((name, node.name, lines))
+    assert not long_modules, f"modules over {MAX_MODULE_LINES} lines: {long_modules}"
+    assert not long_functions, f"functions over {MAX_FUNCTION_LINES} lines: {long_functions}"
+
+
+def _module_name(path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _top_level_imports(path, known: set[str]) -> set[str]:
+    """The project's modules ``path`` imports when it is imported (not in function bodies)."""
+    found = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        found |= {name for name in names if name in known}
+    return found
+
+
+def test_no_import_circle():
+    modules = {_module_name(path): path for path in _sources()}
+    graph = {
+        name: _top_level_imports(path, set(modules)) - {name} for name, path in modules.items()
+    }
+    circles = []
+    state: dict[str, int] = {}
+
+    def visit(name: str, trail: list[str]) -> None:
+        state[name] = 1
+        for child in sorted(graph[name]):
+            if state.get(child) == 1:
+                circles.append([*trail[trail.index(child) :], child])
+            elif child not in state:
+                visit(child, [*trail, child])
+        state[name] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+    assert not circles, f"import circles: {circles}"

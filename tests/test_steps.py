@@ -9,24 +9,27 @@ from __future__ import annotations
 
 import logging
 import zlib
+from collections import Counter
 
 import numpy as np
 import pytest
 from astropy.io import fits
 from streaming import expid_of, make_survey, same_folders
 
-from calibstream.calibrate import frame_of
-from calibstream.cli import main as core_main
 from calibstream.config import Config
 from calibstream.detection.pipeline import background_hdul, measure_exposure
+from calibstream.frame import frame_of
 from calibstream.io.exposure import read_exposure, read_metadata
+from calibstream.io.outputs import exposure_dir, read_summary
 from harness.processes import free_port
-from streams import events, steps
+from streams import events, runner, wire
 from streams.app import Handled
+from streams.cli import main as cli_main
 from streams.codec import decode, encode
 from streams.readmodel import RedisReadModel
-from streams.replay import run_chain
 from streams.settings import StreamSettings
+from streams.shard_cache import RedisShardCache
+from streams.topology import CALIBRATE
 from streams.worker import characterized_exposure
 
 
@@ -35,13 +38,18 @@ def survey(tmp_path_factory):
     return make_survey(tmp_path_factory.mktemp("steps"), n_good=3, size=768, seed=8)
 
 
-def message(value: bytes, topic: str = "calibstream.exposures") -> steps.Message:
-    return steps.Message(topic, 0, 7, b"key", value, 1_700_000_000_000)
+ONWARD = frozenset(stage.agent for stage in CALIBRATE)
 
 
-def context(survey, root, redis=None) -> steps.Context:
+def message(value: bytes, topic: str = "calibstream.exposures") -> runner.Message:
+    return runner.Message(topic, 0, 7, b"key", value, 1_700_000_000_000)
+
+
+def context(survey, root, redis=None) -> runner.Context:
     settings = StreamSettings(refcat=str(survey.store), output_root=str(root), redis=redis)
-    return steps.Context(settings, Config(), RedisReadModel(redis))
+    return runner.Context(
+        settings, Config(), RedisReadModel(redis), RedisShardCache(redis), CALIBRATE
+    )
 
 
 def submitted(path) -> bytes:
@@ -52,14 +60,17 @@ def test_chain_with_redis_down_writes_what_the_batch_writes(survey, tmp_path, ca
     dead = f"redis://127.0.0.1:{free_port()}/0"
     ctx = context(survey, tmp_path / "stream", redis=dead)
     with caplog.at_level(logging.WARNING, logger="calibstream.redis"):
-        made = [run_chain(ctx, "exposures", message(submitted(p))) for p in survey.exposures]
+        made = [
+            Counter(o.role for o in runner.run_chain(ctx, "detect", message(submitted(p))))
+            for p in survey.exposures
+        ]
     assert ctx.readmodel.state == "down"
     assert any("redis" in r.getMessage().lower() for r in caplog.records), "no word of Redis"
     assert [dict(m) for m in made[:3]] == [{"detections": 1, "matches": 1, "zeropoints": 1}] * 3
     assert [m["failures"] for m in made[3:]] == [1, 1, 1]
     batch = tmp_path / "batch"
     argv = ["calibrate", *map(str, (p.resolve() for p in survey.exposures))]
-    assert core_main([*argv, "--refcat", str(survey.store), "--out", str(batch)]) == 1
+    assert cli_main([*argv, "--refcat", str(survey.store), "--out", str(batch)]) == 1
     names = [str(expid_of(p)) for p in survey.good] + ["997", "998", "999"]
     assert same_folders(tmp_path / "stream", batch, names) == []
 
@@ -83,7 +94,7 @@ def test_each_event_round_trips_what_its_consumer_needs(survey):
     for name, values in measurement.catalog.items():
         assert catalog[name].dtype == values.dtype
         assert np.array_equal(catalog[name], values, equal_nan=values.dtype.kind == "f"), name
-    background = events.background_from_record(back["background"])
+    background = wire.background_from_record(back["background"])
     assert np.array_equal(background.mesh, measurement.background.mesh)
     same = [background_hdul(frame.metadata, b) for b in (background, measurement.background)]
     assert same[0][1].header == same[1][1].header
@@ -102,7 +113,7 @@ def test_header_cards_rebuild_the_same_header():
     header["HIERARCH MAGZERO_RMS"] = (0.0123, "scatter")
     header["UNDEF"] = fits.card.UNDEFINED
     header.add_comment("a comment")
-    rebuilt = events.cards_to_header(events.header_to_cards(header))
+    rebuilt = wire.cards_to_header(wire.header_to_cards(header))
     assert rebuilt.tostring() == header.tostring()
 
 
@@ -111,7 +122,7 @@ def test_bad_input_becomes_a_failure_event_or_a_dead_letter(survey, tmp_path):
     gone = events.characterized_exposure_event(
         read_metadata(survey.good[0]), str(tmp_path / "nowhere.fits")
     )
-    [out] = steps.run(ctx, "detect", message(encode("characterized_exposure", gone)))
+    [out] = runner.run(ctx, "detect", message(encode("characterized_exposure", gone)))
     failure = decode(out.value).record
     assert out.role == "failures" and failure["stage"] == "read"
     assert failure["error"] == "missing_file" and "nowhere.fits" in failure["reason"]
@@ -122,20 +133,20 @@ def test_bad_input_becomes_a_failure_event_or_a_dead_letter(survey, tmp_path):
         events.dead_letter_event(b"x", topic="t", partition=0, offset=0, error=ValueError("v")),
     )
     for value, words in ((other, "expected characterized_exposure"), (b"\x00\x00", "5-byte")):
-        [out] = steps.run(ctx, "detect", message(value))
+        [out] = runner.run(ctx, "detect", message(value))
         dead = decode(out.value).record
         assert out.role == "deadletter" and dead["value"] == value and words in dead["reason"]
     # a detection event whose catalog bytes are corrupt: a failure, not a crash
     detection = run_detect(ctx, survey.good[0])
     detection["catalog"][0]["data"] = zlib.compress(b"123")
-    [out] = steps.run(ctx, "astrometry", message(encode("detection", detection)))
+    [out] = runner.run(ctx, "astrometry", message(encode("detection", detection)))
     failure = decode(out.value).record
     assert out.role == "failures" and failure["error"] == "internal"
     assert failure["exposure_id"] == detection["exposure_id"]
 
 
 def run_detect(ctx, path) -> dict:
-    [out] = steps.run(ctx, "detect", message(submitted(path)))
+    [out] = runner.run(ctx, "detect", message(submitted(path)))
     return decode(out.value).record
 
 
@@ -147,11 +158,11 @@ def _without_timings(value: bytes) -> dict:
 
 
 def test_chained_steps_make_the_events_and_the_folder_the_steps_make(survey, tmp_path):
-    onward = frozenset(steps.NEXT_AGENT.values())
+    onward = ONWARD
     one, two = context(survey, tmp_path / "chained"), context(survey, tmp_path / "steps")
     for path in survey.good:
         value = submitted(path)
-        chained = steps.run_chained(one, "detect", message(value), onward)
+        chained = runner.run_chain(one, "detect", message(value), onward)
         assert [(o.role, o.handled) for o in chained] == [
             ("detections", True),
             ("matches", True),
@@ -159,7 +170,7 @@ def test_chained_steps_make_the_events_and_the_folder_the_steps_make(survey, tmp
         ]
         stepwise = []
         for agent in ("detect", "astrometry", "photometry", "sink"):
-            outputs = steps.run(two, agent, message(value))
+            outputs = runner.run(two, agent, message(value))
             stepwise += outputs
             value = outputs[0].value if outputs else b""
         assert [o.role for o in stepwise] == [o.role for o in chained]
@@ -172,8 +183,8 @@ def test_chained_steps_make_the_events_and_the_folder_the_steps_make(survey, tmp
     assert same_folders(tmp_path / "chained", tmp_path / "steps", names) == []
     # nothing down the chain: run itself; only astrometry here: the match goes out unhandled
     value = submitted(survey.good[0])
-    assert [o.handled for o in steps.run_chained(one, "detect", message(value), ())] == [False]
-    partly = steps.run_chained(one, "detect", message(value), {"astrometry"})
+    assert [o.handled for o in runner.run_chain(one, "detect", message(value), ())] == [False]
+    partly = runner.run_chain(one, "detect", message(value), {"astrometry"})
     assert [(o.role, o.handled) for o in partly] == [("detections", True), ("matches", False)]
 
 
@@ -182,18 +193,22 @@ def test_a_step_failing_down_the_chain_is_left_to_its_agent(survey, tmp_path):
     event back unhandled and no failure event; the astrometry agent's own run makes the
     failure event, naming the detection event it consumed."""
     ctx = context(survey, tmp_path)
-    onward = frozenset(steps.NEXT_AGENT.values())
+    onward = ONWARD
     far = survey.bad["no_refs"]
-    [detection] = steps.run_chained(ctx, "detect", message(submitted(far)), onward)
+    [detection] = runner.run_chain(ctx, "detect", message(submitted(far)), onward)
     assert detection.role == "detections" and not detection.handled
     consumed = message(detection.value, topic="calibstream.detections")
-    [out] = steps.run(ctx, "astrometry", consumed)
+    [out] = runner.run(ctx, "astrometry", consumed)
     failure = decode(out.value).record
     assert out.role == "failures" and failure["stage"] == "astrometry"
     assert failure["input_topic"] == "calibstream.detections" and failure["input_offset"] == 7
-    # a failure of the consumed event itself is run's: a failure event, as always
-    [out] = steps.run_chained(ctx, "detect", message(submitted(survey.bad["truncated"])), onward)
-    assert out.role == "failures" and not out.handled
+    # a failure of the consumed event itself is run's: a failure event, as always, taken
+    # on to the failures' sink here (this worker owns its partition) and still published
+    truncated = survey.bad["truncated"]
+    [out] = runner.run_chain(ctx, "detect", message(submitted(truncated)), onward)
+    assert out.role == "failures" and out.handled
+    summary = read_summary(exposure_dir(tmp_path, expid_of(truncated)))
+    assert summary["status"] == "failed" and summary["stage"] == "read"
 
 
 def test_the_marks_of_events_handled_upstream_are_taken_once_and_bounded():

@@ -46,7 +46,7 @@ from streaming import (
 )
 
 import streams.replay
-from calibstream.cli import main as core_main
+from streams.cli import main as core_main
 from streams.cli import main as stream_main
 from streams.codec import SCHEMAS_DIR
 from streams.readmodel import RedisReadModel

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -24,7 +25,7 @@ from astropy.io import fits
 
 from calibstream import __version__
 from calibstream.astrometry.refcat import RefCatalog
-from calibstream.calibrate import Calibration, Matches
+from calibstream.astrometry.solve import Matches
 from calibstream.detection.background import Background
 from calibstream.detection.pipeline import background_hdul, metadata_cards
 from calibstream.io.exposure import Metadata
@@ -35,7 +36,18 @@ SUMMARY = "summary.json"
 
 
 def exposure_dir(root: Path, expid: int | str) -> Path:
-    return Path(root) / "exposures" / str(expid)
+    """``root/exposures/<name>``: always one exposure's folder inside ``root/exposures``."""
+    return Path(root) / "exposures" / folder_name(expid)
+
+
+def folder_name(expid: int | str) -> str:
+    """An EXPID as a folder name: an integer as itself; any other name (an unreadable
+    file's) with every character but letters, digits, ``_``, ``+`` and ``-`` replaced by
+    ``_``, so it is never ``.``, ``..``, hidden, empty or a path."""
+    if isinstance(expid, int) and not isinstance(expid, bool):
+        return str(expid)
+    name = re.sub(r"[^A-Za-z0-9_+-]", "_", str(expid))
+    return name or "_"
 
 
 @dataclass(frozen=True)
@@ -48,21 +60,6 @@ class CalibratedExposure:
     matches: dict[str, np.ndarray]  # matches.fits
     background: Background  # background.fits
     reserved_rms: float | None
-
-
-def calibrated_exposure(calibration: Calibration) -> CalibratedExposure:
-    astrometry = calibration.astrometry
-    return persisted_exposure(
-        calibration.frame.metadata,
-        astrometry.wcs.to_header(relax=True),
-        astrometry.rms_mas,
-        astrometry.n_matches,
-        calibration.photometry,
-        calibration.catalog,
-        calibration.refs,
-        calibration.matches,
-        calibration.background,
-    )
 
 
 def persisted_exposure(
@@ -191,10 +188,8 @@ def output_files(persisted: CalibratedExposure) -> dict[str, bytes]:
     }
 
 
-def write_calibration(calibration: Calibration | CalibratedExposure, root: Path) -> Path:
+def write_calibration(calibration: CalibratedExposure, root: Path) -> Path:
     """Persist a calibrated exposure; returns its folder."""
-    if isinstance(calibration, Calibration):
-        calibration = calibrated_exposure(calibration)
     folder = exposure_dir(root, calibration.metadata.expid)
     return publish_folder(folder, output_files(calibration))
 

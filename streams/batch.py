@@ -1,0 +1,61 @@
+"""``calibstream calibrate``: the whole chain for each exposure file, in one process.
+
+Each file becomes the characterized-exposure event ``submit`` would send, and runs
+through every stage of the topology right here (:func:`streams.runner.run_chain`,
+as replay does): the same steps, the same failure policy, the same bytes as the
+service. Every exposure ends as a complete folder or as a failure summary with its
+reason; one bad exposure, whatever it raises, never stops the others.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from astropy.io import fits
+
+from calibstream.failures import failure_of
+from calibstream.io.outputs import exposure_dir, read_summary, write_failure
+from streams import events
+from streams.runner import Context, Message, run_chain
+from streams.worker import characterized_exposure
+
+
+@dataclass(frozen=True)
+class Outcome:
+    path: Path
+    expid: int | str
+    status: str  # "ok" or "failed"
+    folder: Path
+    reason: str = ""
+
+
+def calibrate_file(path: Path, ctx: Context, offset: int = 0) -> Outcome:
+    """Calibrate one file and persist the result (or the failure)."""
+    try:
+        expid, key, value = characterized_exposure(path)
+    except Exception as exc:  # no readable primary header: nothing to make an event of
+        failure = failure_of(exc, "read")
+        expid = expid_of_unreadable(path)
+        folder = write_failure(
+            ctx.root, expid, failure.stage, failure.kind, failure.reason, None,
+            {"input": str(path)},
+        )  # fmt: skip
+        return Outcome(path, expid, "failed", folder, failure.reason)
+    role = ctx.topology.stages[0].consumes
+    message = Message(role, 0, offset, key, value, events.now_ms())
+    run_chain(ctx, ctx.topology.stages[0].agent, message)
+    folder = exposure_dir(ctx.root, expid)
+    summary = read_summary(folder) or {}
+    status = summary.get("status", "failed")
+    return Outcome(path, expid, status, folder, "" if status == "ok" else summary.get("reason", ""))
+
+
+def expid_of_unreadable(path: Path) -> int | str:
+    """The EXPID of a file that failed to read, if its primary header survives; else its name
+    (made a safe folder name by :func:`calibstream.io.outputs.folder_name`)."""
+    try:
+        with fits.open(path) as hdul:
+            return int(hdul[0].header["EXPID"])
+    except Exception:
+        return Path(path).stem
