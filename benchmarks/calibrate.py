@@ -5,10 +5,15 @@
 Simulates one exposure and its reference catalog, then on the same pixels, the
 same first-guess WCS and the same reference stars at the exposure epoch:
 
-* calibstream: ``calibstream calibrate``'s chain in-process (read → measure →
-  refcat load → astrometry → photometry → write), seconds per stage, a first
-  run and the best of --repeat later ones (freed planes reused, as the CLI and
-  the workers run);
+* calibstream: ``calibstream calibrate``'s path, ``streams.batch.calibrate_file``
+  (the characterized-exposure event through every stage of the topology
+  in-process: read → measure → refcat load → astrometry → photometry → the
+  sink's write, each event encoded and decoded on the way), seconds per stage
+  (the science stages' own timings, as the zero-point event carries them; the
+  sink's step, which decodes its event and writes the folder; and the rest of
+  the call, "events": encoding, decoding and building the events), a first run
+  and the best of --repeat later ones (freed planes reused, as the CLI and the
+  workers run);
 * the peer: Debian's ``source-extractor`` writing a FITS_LDAC catalog (variance
   plane as weight map, the first guess in the image header, its SIP turned
   into SCAMP's TAN + PV), then ``scamp`` matching patterns and fitting a
@@ -29,6 +34,7 @@ import subprocess
 import tempfile
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -41,12 +47,19 @@ from astropy.wcs import WCS, FITSFixedWarning  # noqa: E402
 from measure import gaussian_filter_file  # noqa: E402  (benchmarks/measure.py, beside this script)
 
 from calibstream.astrometry.refcat import angular_separation, footprint_circle, ingest_refcat  # noqa: E402
-from calibstream.calibrate import calibrate_exposure  # noqa: E402
+from calibstream.astrometry.solve import load_references  # noqa: E402
 from calibstream.config import Config, load_config  # noqa: E402
-from calibstream.io.exposure import read_exposure, write_exposure  # noqa: E402
-from calibstream.io.outputs import write_calibration  # noqa: E402
+from calibstream.frame import frame_of  # noqa: E402
+from calibstream.io.exposure import write_exposure  # noqa: E402
 from calibstream.runtime import reuse_freed_memory  # noqa: E402
-from calibstream.simulate.simulate import SimConfig, julian_year, propagate, simulate_survey  # noqa: E402
+from calibstream.simulate.config import SimConfig  # noqa: E402
+from calibstream.simulate.geometry import julian_year, propagate  # noqa: E402
+from calibstream.simulate.survey import simulate_survey  # noqa: E402
+from streams.batch import calibrate_file  # noqa: E402
+from streams.readmodel import RedisReadModel  # noqa: E402
+from streams.runner import Context  # noqa: E402
+from streams.settings import StreamSettings  # noqa: E402
+from streams.topology import CALIBRATE  # noqa: E402
 
 MAS_PER_DEG = 3.6e6
 GRID = 20  # WCS check: GRID × GRID pixels over the chip
@@ -181,7 +194,7 @@ def ldac_imhead(header: fits.Header) -> fits.BinTableHDU:
 def reference_stars(refcat: Table, exposure, margin_deg: float) -> Table:
     """Reference rows in calibstream's footprint circle, moved to the exposure epoch.
 
-    Positions by proper motion (``simulate.propagate``), errors grown by the
+    Positions by proper motion (``simulate.geometry.propagate``), errors grown by the
     proper-motion errors, as calibstream's refcat stage does.
     """
     ra0, dec0, radius = footprint_circle(exposure.wcs, exposure.shape, margin_deg)
@@ -336,17 +349,52 @@ def run_scamp(exe: str, work: Path) -> tuple[float, str]:
 # ---------------------------------------------------------------- calibstream
 
 
-def run_calibstream(path: Path, store: Path, out: Path, config: Config):
-    """``calibstream calibrate``'s chain for one file; (calibration, seconds per stage)."""
+class Recorder(RedisReadModel):
+    """No Redis (as ``calibstream calibrate``); keeps what the chain reports to its read
+    model: each agent's step seconds and the sink's metrics of the exposure."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self.seconds: dict[str, float] = {}
+        self.metrics: dict | None = None
+
+    def observe(self, name: str, label: str, seconds: float) -> None:
+        if name == "stage_seconds":
+            self.seconds[label] = seconds
+
+    def record_metrics(self, exposure_id: int | str, metrics: dict) -> None:
+        self.metrics = metrics
+
+
+@dataclass(frozen=True)
+class Run:
+    timings: dict[str, float]  # seconds per stage, summing to the whole call
+    metrics: dict  # the sink's metrics of the exposure (the zero-point event's figures)
+    wcs: WCS  # the fitted WCS, from the folder's calexp.fits
+
+
+def run_calibstream(path: Path, store: Path, out: Path, config: Config) -> Run:
+    """``calibstream calibrate`` on one file (as streams/cli.py builds its context).
+
+    Seconds per stage: the science stages' timings (the zero-point event's), the sink's
+    step (decoding its event, writing the folder) and the rest of the call ("events":
+    encoding, decoding and building the events); they sum to the ``calibrate_file`` call.
+    """
+    recorder = Recorder()
+    settings = StreamSettings(refcat=str(store), output_root=str(out))
+    ctx = Context(settings, config, recorder, None, CALIBRATE)
     start = time.perf_counter()
-    exposure = read_exposure(path)
-    read = time.perf_counter() - start
-    calibration = calibrate_exposure(exposure, store, config)
-    start = time.perf_counter()
-    write_calibration(calibration, out)
-    write = time.perf_counter() - start
-    timings = {"read": read, **calibration.timings, "write": write}
-    return calibration, timings
+    outcome = calibrate_file(path, ctx)
+    seconds = time.perf_counter() - start
+    if outcome.status != "ok" or recorder.metrics is None:
+        raise RuntimeError(f"calibstream calibrate failed: {outcome.reason}")
+    timings = dict(recorder.metrics["timings"])
+    timings["write (sink)"] = recorder.seconds["sink"]
+    timings["events"] = seconds - sum(timings.values())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        wcs = WCS(fits.getheader(outcome.folder / "calexp.fits"), relax=True)
+    return Run(timings, recorder.metrics, wcs)
 
 
 # ---------------------------------------------------------------- main
@@ -415,15 +463,16 @@ def main() -> None:
             runs.append(run_calibstream(path, store, work / f"out{i + 1}", config))
             if have_peer:
                 peer.append(run_peer())
-        calibration = runs[-1][0]
-        cold = runs[0][1]
-        warm = min((t for _, t in runs[1:]), key=lambda t: sum(t.values()))
-        ours = wcs_errors(calibration.astrometry.wcs, truth.wcs, shape)
+        last = runs[-1]
+        cold = runs[0].timings
+        warm = min((r.timings for r in runs[1:]), key=lambda t: sum(t.values()))
+        ours = wcs_errors(last.wcs, truth.wcs, shape)
+        metrics = last.metrics
         print(
-            f"\ncalibstream calibrate: {len(calibration.catalog['id'])} sources, "
-            f"{calibration.astrometry.n_matches} astrometric matches (rms "
-            f"{calibration.astrometry.rms_mas:.1f} mas), MAGZERO "
-            f"{calibration.photometry.magzero:.4f} (true {truth.magzero:.4f})"
+            f"\ncalibstream calibrate: {metrics['n_sources']} sources, "
+            f"{metrics['astnmatch']} astrometric matches (rms "
+            f"{metrics['astrms_mas']:.1f} mas), MAGZERO "
+            f"{metrics['magzero']:.4f} (true {truth.magzero:.4f})"
         )
         print(f"  {'seconds per stage':<18s} {'first':>7s} {'steady':>7s}")
         for stage in warm:
@@ -438,6 +487,8 @@ def main() -> None:
             )
             _print_wcs([("first guess", guess), ("calibstream (TAN-SIP)", ours)])
             return
+        # what calibstream's astrometric stage loads: the footprint's references at the epoch
+        loaded = load_references(store, frame_of(exposure), config.calibration.footprint_margin_deg)
         best = min((t for t, _ in peer), key=lambda t: sum(t.values()))
         log = peer[-1][1]  # the run whose catalog and .head are on disk
         peer_total = sum(best.values())
@@ -449,7 +500,7 @@ def main() -> None:
         print(
             f"\nsource-extractor + scamp: {n_se} sources; {len(refs)} reference stars at "
             f"epoch {refs.meta['epoch']:.3f} (vs calibstream's: "
-            f"{_same_references(refs, calibration.refs)}); first guess as TPV (vs the "
+            f"{_same_references(refs, loaded)}); first guess as TPV (vs the "
             f"TAN-SIP one: max {converted.max():.1e} mas)"
         )
         print(f"  SCAMP {_scamp_summary(log)}")

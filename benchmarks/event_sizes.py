@@ -3,8 +3,8 @@
     python benchmarks/event_sizes.py [--size 4000 4072] [--seed 3]
 
 Simulates one exposure and its reference catalog (as benchmarks/calibrate.py does),
-runs the streaming steps in-process exactly as the science pool runs them
-(``streams.steps.run``: decode, science, encode), and prints for each event
+runs the stages in-process exactly as the science pool runs them
+(``streams.runner.run``: decode, the agent's step, encode), and prints for each event
 (characterized_exposure, detection, match, zeropoint) and for failure events:
 
 * the encoded size (Confluent framing + Avro), against ``StreamSettings.max_message_bytes``
@@ -39,23 +39,21 @@ from calibstream.astrometry.refcat import ingest_refcat  # noqa: E402
 from calibstream.config import Config  # noqa: E402
 from calibstream.io.exposure import write_exposure  # noqa: E402
 from calibstream.runtime import reuse_freed_memory  # noqa: E402
-from calibstream.simulate.simulate import SimConfig, simulate_survey  # noqa: E402
-from streams import events, steps  # noqa: E402
+from calibstream.simulate.config import SimConfig  # noqa: E402
+from calibstream.simulate.survey import simulate_survey  # noqa: E402
+from streams import events  # noqa: E402
 from streams.codec import decode, encode  # noqa: E402
-from streams.events import ZLIB_LEVEL  # noqa: E402
 from streams.readmodel import RedisReadModel  # noqa: E402
+from streams.runner import Context, Message, failure_output, run  # noqa: E402
 from streams.settings import StreamSettings  # noqa: E402
+from streams.topology import CALIBRATE, FAILURES  # noqa: E402
+from streams.wire import ZLIB_LEVEL  # noqa: E402
 
 KAFKA_PRODUCER_DEFAULT = 1_048_576  # max.request.size
 KAFKA_BROKER_DEFAULT = 1_048_588  # message.max.bytes (and a topic's max.message.bytes)
 
-#: agent -> (the topic it reads, the subject of the events it writes)
-CHAIN = (
-    ("detect", "exposures"),
-    ("astrometry", "detections"),
-    ("photometry", "matches"),
-    ("sink", "zeropoints"),
-)
+#: (agent, the topic role it reads) down the chain, the failures' sink aside
+CHAIN = tuple((s.agent, s.consumes) for s in CALIBRATE if s.consumes != FAILURES)
 
 
 def best_ms(fn: Callable[[], object], repeat: int) -> float:
@@ -110,9 +108,9 @@ class Row:
         self.record = record
 
 
-def run_step(ctx: steps.Context, agent: str, topic: str, value: bytes, key: bytes):
+def run_step(ctx: Context, agent: str, topic: str, value: bytes, key: bytes):
     start = time.perf_counter()
-    outputs = steps.run(ctx, agent, steps.Message(topic, 0, 0, key, value))
+    outputs = run(ctx, agent, Message(topic, 0, 0, key, value))
     return outputs, time.perf_counter() - start
 
 
@@ -140,7 +138,7 @@ def main() -> None:
             f"stars) in {time.perf_counter() - start:.1f} s"
         )
         settings = StreamSettings(refcat=str(store), output_root=str(work / "out"))
-        ctx = steps.Context(settings, Config(), RedisReadModel(None))
+        ctx = Context(settings, Config(), RedisReadModel(None), None, CALIBRATE)
         key = events.exposure_key(exposure.metadata.expid)
 
         # ---- the chain, as the agents run it
@@ -158,7 +156,7 @@ def main() -> None:
                 rows[-1].sink_s = seconds
                 break
             [output] = outputs
-            if output.role == "failures":
+            if output.role == FAILURES:
                 raise RuntimeError(f"{agent} failed: {decode(output.value).record['reason']}")
             value = output.value
             rows.append(Row(decode(value).subject, value, seconds, args.repeat))
@@ -186,8 +184,8 @@ def main() -> None:
         [output] = run_step(ctx, "astrometry", "detections", far, key)[0]
         failures.append(Row("failure: astrometry (no refs)", output.value, None, args.repeat))
 
-        message = steps.Message("zeropoints", 0, 0, key, inputs["sink"])
-        output = steps.failure_output(
+        message = Message("zeropoints", 0, 0, key, inputs["sink"])
+        output = failure_output(
             "sink", OSError(28, "No space left on device"), message, decode(inputs["sink"]).record
         )
         failures.append(Row("failure: sink (synthetic)", output.value, None, args.repeat))

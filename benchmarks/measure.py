@@ -28,7 +28,8 @@ from calibstream.config import Config  # noqa: E402
 from calibstream.detection.pipeline import measure_file  # noqa: E402
 from calibstream.io.exposure import write_exposure  # noqa: E402
 from calibstream.runtime import reuse_freed_memory  # noqa: E402
-from calibstream.simulate.simulate import SimConfig, simulate_survey  # noqa: E402
+from calibstream.simulate.config import SimConfig  # noqa: E402
+from calibstream.simulate.survey import simulate_survey  # noqa: E402
 
 SEXTRACTOR_PARAMS = """NUMBER
 X_IMAGE

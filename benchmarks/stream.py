@@ -6,7 +6,9 @@
 Simulates N exposures (and one more, the probe), then measures, one after the other:
 
 * batch: ``calibstream calibrate``'s loop over the N files in one fresh process (imports
-  not timed), the science time the stream is compared with; run before and after the
+  not timed): the workers' runner with every stage in-process and no Redis, so what the
+  stream adds is the broker, the hops, the event loops and Redis (the events' own cost is
+  in both: benchmarks/stream_overhead.py measures it); run before and after the
   stream runs (the best is used, so the overhead below is not flattered); then on two
   processes at once, the files split as the 2 workers' partitions split them and split
   evenly: the science alone on 2 cores, the ceiling of the 2-worker ratio on this machine;
@@ -63,7 +65,7 @@ import numpy as np  # noqa: E402
 from astropy.io import fits  # noqa: E402
 
 from calibstream.astrometry.refcat import ingest_refcat  # noqa: E402
-from calibstream.simulate.simulate import write_simulation  # noqa: E402
+from calibstream.simulate.survey import write_simulation  # noqa: E402
 from harness.kafka import KafkaBroker  # noqa: E402
 from harness.redis_server import RedisServer  # noqa: E402
 from harness.tansu import TansuBroker  # noqa: E402
@@ -77,22 +79,28 @@ from streams.settings import (  # noqa: E402
 )
 from streams.worker import submit  # noqa: E402
 
-#: ``calibstream calibrate``'s loop (calibstream.cli._calibrate without tqdm), timed after
+#: ``calibstream calibrate``'s loop (streams.cli._calibrate without tqdm), timed after
 #: the imports; prints the seconds of each exposure as JSON.
 BATCH_CHILD = """
 import json, sys, time
 from pathlib import Path
-from calibstream.batch import calibrate_file
 from calibstream.config import Config
 from calibstream.runtime import reuse_freed_memory
+from streams.batch import calibrate_file
+from streams.readmodel import RedisReadModel
+from streams.runner import Context
+from streams.settings import StreamSettings
+from streams.topology import CALIBRATE
 reuse_freed_memory()
 refcat, out, *paths = sys.argv[1:]
+settings = StreamSettings(refcat=refcat, output_root=out)
+ctx = Context(settings, Config(), RedisReadModel(None), None, CALIBRATE)
 print("ready", flush=True)
 sys.stdin.readline()  # go: every process of a parallel run starts its loop together
 seconds, begin, cpu = [], time.time(), time.process_time()
-for path in paths:
+for offset, path in enumerate(paths):
     start = time.perf_counter()
-    outcome = calibrate_file(Path(path), Path(refcat), Path(out), Config())
+    outcome = calibrate_file(Path(path), ctx, offset)
     seconds.append(time.perf_counter() - start)
     assert outcome.status == "ok", f"{path}: {outcome.reason}"
 cpu = time.process_time() - cpu
