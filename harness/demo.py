@@ -22,7 +22,7 @@ from astropy.io import fits
 from tqdm import tqdm
 
 from calibstream.astrometry.refcat import ingest_refcat
-from calibstream.simulate.simulate import write_simulation
+from calibstream.simulate.survey import write_simulation
 from harness.processes import HOST, ServiceUnavailable
 from harness.redis_server import RedisServer
 from harness.tansu import TansuBroker

@@ -32,15 +32,15 @@ from calibstream.astrometry.sipfit import fit_tan_sip, gnomonic, inverse_gnomoni
 from calibstream.config import AstrometryConfig, Config, config_from_dict
 from calibstream.detection.pipeline import measure_exposure
 from calibstream.errors import AstrometryError, ConfigError
-from calibstream.simulate.simulate import (
-    SimConfig,
+from calibstream.simulate.config import SimConfig
+from calibstream.simulate.geometry import (
     julian_year,
     make_wcs,
     propagate,
-    simulate_survey,
     tan_deproject,
     tan_project,
 )
+from calibstream.simulate.survey import simulate_survey
 
 REJECT = ("flag_edge", "flag_saturated", "flag_bad_centroid", "flag_bad", "flag_cr", "flag_nodata")
 RMS_MAX_MAS, WORST_MAX_MAS = 3.0, 10.0

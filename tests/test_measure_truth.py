@@ -16,7 +16,9 @@ from scipy.spatial import cKDTree
 from calibstream.config import Config, DetectionConfig
 from calibstream.detection.detect import expected_false_detections
 from calibstream.detection.pipeline import measure_exposure
-from calibstream.simulate.simulate import SimConfig, simulate_exposure, simulate_survey
+from calibstream.simulate.config import SimConfig
+from calibstream.simulate.exposure import simulate_exposure
+from calibstream.simulate.survey import simulate_survey
 
 MATCH_RADIUS = 1.5  # px
 EDGE = 15  # px kept clear of the chip edges for "isolated"

@@ -29,7 +29,8 @@ from calibstream.photometry.photocal import (
     reserve_stars,
     select_calibration_stars,
 )
-from calibstream.simulate.simulate import SimConfig, simulate_survey
+from calibstream.simulate.config import SimConfig
+from calibstream.simulate.survey import simulate_survey
 
 MATCH_RADIUS = 1.0  # px
 

@@ -19,17 +19,11 @@ from calibstream.detection.psfmodel import (
     moffat_stamps,
 )
 from calibstream.io.exposure import read_exposure
-from calibstream.simulate.simulate import (
-    MASK_PLANES,
-    SimConfig,
-    julian_year,
-    propagate,
-    read_truth,
-    simulate_exposure,
-    simulate_survey,
-    write_simulation,
-    write_truth,
-)
+from calibstream.simulate.config import MASK_PLANES, SimConfig
+from calibstream.simulate.exposure import simulate_exposure
+from calibstream.simulate.geometry import julian_year, propagate
+from calibstream.simulate.survey import simulate_survey, write_simulation
+from calibstream.simulate.truth import read_truth, write_truth
 
 SIZE = (1024, 1000)
 BITS = {name: 1 << bit for name, bit in MASK_PLANES.items()}
