@@ -160,7 +160,7 @@ class ColorTerm:
 
 
 #: Colour terms per instrument band against a PS1-like catalog. Identity
-#: except r, which is the simulated camera's (``simulate.SimConfig.colorterm``);
+#: except r, which is the simulated camera's (``simulate.config.SimConfig.colorterm``);
 #: set ``[colorterms.<band>]`` for a real instrument.
 DEFAULT_COLORTERMS: Mapping[str, ColorTerm] = MappingProxyType(
     {

@@ -147,5 +147,3 @@ def match_to_references(
 def _unit_vectors(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
     ra, dec = np.radians(ra), np.radians(dec)
     return np.column_stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)])
-
-
