@@ -60,7 +60,7 @@ def test_a_stage_declared_in_one_row_is_created_wired_replayed_and_in_the_lag(
     tansu, tmp_path_factory
 ):
     work = tmp_path_factory.mktemp("relay")
-    survey = make_survey(work / "survey", n_good=3, size=768, seed=9)
+    survey = make_survey(work / "survey", n_good=3, size=1024, seed=9)
     prefix = f"r{uuid.uuid4().hex[:8]}."
     config = write_config(
         work / "stream.toml",
