@@ -34,6 +34,8 @@ import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
+from streams.delivery import Outage, run_retrying, send_retrying
+from streams.readmodel import ReadModel, RedisReadModel
 from streams.runner import Message, Output
 from streams.science import SciencePool
 from streams.settings import Deployment
@@ -87,10 +89,15 @@ class Service:
     topics: dict[str, faust.TopicT]
     science: SciencePool
     deployment: Deployment
+    readmodel: ReadModel
     handled: Handled = field(default_factory=Handled)
+    outage: Outage = field(default_factory=Outage)
 
     async def handle(self, agent: str, event: faust.EventT) -> None:
-        """One message through ``agent``'s step; returns once its outputs are delivered."""
+        """One message through ``agent``'s step; returns once its outputs are delivered.
+
+        A fault of the machine is waited out (retried with back-off, then parked: see
+        :mod:`streams.delivery`); the message is acknowledged only after that."""
         record = event.message
         message = Message(
             topic=record.topic,
@@ -104,7 +111,14 @@ class Service:
             outputs: list[Output] = []
             made = "(done upstream in this worker)"
         else:
-            outputs = await self.science.run(agent, message, self.onward(message.partition))
+            outputs = await run_retrying(
+                lambda: self.science.run(agent, message, self.onward(message.partition)),
+                agent,
+                message,
+                self.deployment.stream.retry,
+                self.readmodel,
+                self.outage,
+            )
             await self.publish(outputs, message.partition)
             made = ",".join(o.role for o in outputs) or "-"
         log.info(
@@ -136,8 +150,13 @@ class Service:
             if output.handled:
                 self.handled.add(stream.topic(output.role), partition, output.key, output.value)
             topic = self.topics[output.role]
-            pending = await topic.send(key=output.key, value=output.value, partition=partition)
-            await pending  # delivered (acks=all) before the input is acknowledged
+
+            async def send(topic=topic, output=output) -> None:
+                pending = await topic.send(key=output.key, value=output.value, partition=partition)
+                await pending  # delivered (acks=all) before the input is acknowledged
+
+            await send_retrying(send, f"publishing to {topic.get_topic_name()}", stream.retry,
+                                self.outage)  # fmt: skip
 
 
 def _shorter_fetch_wait() -> None:
@@ -203,7 +222,8 @@ def build_service(deployment: Deployment, science: SciencePool | None = None) ->
         )
         for role in deployment.topology.roles
     }
-    service = Service(app, topics, science or SciencePool(deployment), deployment)
+    readmodel = RedisReadModel(stream.redis)
+    service = Service(app, topics, science or SciencePool(deployment), deployment, readmodel)
     for stage in deployment.topology:
         _attach(service, stage)
 

@@ -4,28 +4,37 @@ Each file becomes the characterized-exposure event ``submit`` would send, and ru
 through every stage of the topology right here (:func:`streams.runner.run_chain`,
 as replay does): the same steps, the same failure policy, the same bytes as the
 service. Every exposure ends as a complete folder or as a failure summary with its
-reason; one bad exposure, whatever it raises, never stops the others.
+reason; one bad exposure, whatever it raises, never stops the others. A fault of the
+machine (a read-only or full output root) is retried as the service retries it and, if
+it outlasts the retries, leaves the exposure "not calibrated" (no folder, exit 1): it
+is never recorded as the exposure's failure.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from astropy.io import fits
 
-from calibstream.failures import failure_of
+from calibstream.failures import TransientFailure, failure_of
 from calibstream.io.outputs import exposure_dir, read_summary, write_failure
 from streams import events
 from streams.runner import Context, Message, run_chain
 from streams.worker import characterized_exposure
+
+log = logging.getLogger("calibstream.batch")
 
 
 @dataclass(frozen=True)
 class Outcome:
     path: Path
     expid: int | str
-    status: str  # "ok" or "failed"
+    status: (
+        str  # "ok", "failed", or "not calibrated" (a fault of the machine outlasted the retries)
+    )
     folder: Path
     reason: str = ""
 
@@ -44,8 +53,17 @@ def calibrate_file(path: Path, ctx: Context, offset: int = 0) -> Outcome:
         return Outcome(path, expid, "failed", folder, failure.reason)
     role = ctx.topology.stages[0].consumes
     message = Message(role, 0, offset, key, value, events.now_ms())
-    run_chain(ctx, ctx.topology.stages[0].agent, message)
     folder = exposure_dir(ctx.root, expid)
+    policy = ctx.settings.retry
+    for attempt in range(policy.attempts + 1):
+        try:
+            run_chain(ctx, ctx.topology.stages[0].agent, message)
+            break
+        except TransientFailure as exc:  # the machine's fault: never the exposure's failure
+            if attempt == policy.attempts:
+                return Outcome(path, expid, "not calibrated", folder, f"machine fault: {exc}")
+            log.warning("%s: waiting for the machine (%s)", path, exc)
+            time.sleep(policy.delay(attempt + 1))
     summary = read_summary(folder) or {}
     status = summary.get("status", "failed")
     return Outcome(path, expid, status, folder, "" if status == "ok" else summary.get("reason", ""))

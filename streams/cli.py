@@ -28,17 +28,19 @@ def _deployment(args: argparse.Namespace) -> Deployment:
 def _calibrate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from calibstream.config import load_config
     from streams.batch import calibrate_file
     from streams.readmodel import RedisReadModel
     from streams.runner import Context
-    from streams.settings import StreamSettings
-    from streams.topology import CALIBRATE
 
-    settings = StreamSettings(
-        refcat=args.refcat, photometry_refcat=args.photometry_refcat, output_root=args.out
+    deployment = load_deployment(
+        args.config,
+        refcat=args.refcat,
+        photometry_refcat=args.photometry_refcat,
+        output_root=args.out,
     )
-    ctx = Context(settings, load_config(args.config), RedisReadModel(None), None, CALIBRATE)
+    ctx = Context(
+        deployment.stream, deployment.science, RedisReadModel(None), None, deployment.topology
+    )
     failed = 0
     bar = tqdm(args.exposures, unit="exposure", disable=None)
     for offset, path in enumerate(bar):
@@ -82,6 +84,14 @@ def _replay(args: argparse.Namespace) -> int:
     )
     print(report.describe())
     return 0 if report.failed == 0 else 1
+
+
+def _redrive(args: argparse.Namespace) -> int:
+    from streams.redrive import redrive
+
+    report = redrive(_deployment(args))
+    print(report.describe())
+    return 0 if not report.missing else 1
 
 
 def _dashboard(args: argparse.Namespace) -> int:
@@ -140,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_submit)
 
     _add_replay(sub.add_parser("replay", help="re-process an archived topic from a point"))
+    p = sub.add_parser("redrive", help="send parked records back once the fault is fixed")
+    _service_options(p)
+    p.set_defaults(func=_redrive)
     _add_dashboard_and_demo(sub)
     return parser
 

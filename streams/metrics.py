@@ -39,67 +39,111 @@ class ServiceCollector(Collector):
         self.monitor = monitor
 
     def collect(self) -> Iterator[Metric]:
+        """Every metric family, read from the monitor now (one scrape)."""
         counters = self.monitor.counters()
-        for kind, doc in (
-            ("processed", "Events an agent's step handled successfully, by agent"),
-            ("failed", "Events that became failure events, by the stage that failed"),
-            ("deadletter", "Undecodable events sent to the dead-letter topic, by agent"),
-        ):
-            family = CounterMetricFamily(f"calibstream_events_{kind}", doc, labels=["stage"])
-            for stage, value in sorted(counters.get(kind, {}).items()):
-                family.add_metric([stage], value)
-            yield family
-
-        cache = counters.get("cache", {})
-        for outcome, doc in (("hit", "hits"), ("miss", "misses")):
-            yield CounterMetricFamily(
-                f"calibstream_refcat_cache_{doc}",
-                f"Reference-catalog shard reads from the Redis cache: {doc}",
-                value=cache.get(outcome, 0),
-            )
-
-        exposures = GaugeMetricFamily(
-            "calibstream_exposures",
-            "Distinct exposures in the read model, by status",
-            labels=["status"],
+        yield from _event_counters(counters)
+        yield from _cache_counters(counters.get("cache", {}))
+        yield _by_stage_gauge(
+            "calibstream_events_retrying",
+            "Events an agent is retrying now, waiting out a fault of the machine",
+            counters.get("waiting", {}),
         )
-        for status, count in sorted(self.monitor.readmodel.count_by_status().items()):
-            exposures.add_metric([status], count)
-        yield exposures
-
+        yield _by_stage_gauge(
+            "calibstream_events_parked_now",
+            "Events parked and not redriven yet (calibstream redrive), by agent",
+            counters.get("parked_now", {}),
+        )
+        yield _exposures_gauge(self.monitor.readmodel.count_by_status())
         histograms = self.monitor.histograms()
-        stages = HistogramMetricFamily(
-            "calibstream_stage_duration_seconds",
-            "Duration of one agent's step on one event (science process wall time)",
-            labels=["stage"],
-        )
-        for stage, histogram in sorted(histograms["stage_seconds"].items()):
-            stages.add_metric([stage], _buckets(histogram), histogram.sum)
-        yield stages
-
+        yield _stage_histogram(histograms["stage_seconds"])
         latency = histograms["latency_seconds"].get("persisted")
         if latency is not None:
-            yield HistogramMetricFamily(
-                "calibstream_latency_seconds",
-                "From the characterized-exposure event's submission to the persisted folder",
-                buckets=_buckets(latency),
-                sum_value=latency.sum,
-            )
-
-        lag = GaugeMetricFamily(
-            "calibstream_consumer_lag",
-            "Records the workers' group has not yet consumed, by topic and partition",
-            labels=["topic", "partition"],
-        )
-        for row in self.monitor.lag.partitions:
-            lag.add_metric([row.topic, str(row.partition)], row.lag)
-        yield lag
-
+            yield _latency_histogram(latency)
+        yield _lag_gauge(self.monitor.lag.partitions)
         yield GaugeMetricFamily(
             "calibstream_redis_up",
             "1 when the dashboard reaches Redis (the read model), else 0",
             value=1 if self.monitor.readmodel.state == "up" else 0,
         )
+
+
+def _event_counters(counters: dict[str, dict[str, int]]) -> Iterator[Metric]:
+    """Events processed, failed and dead-lettered, by stage."""
+    for kind, doc in (
+        ("processed", "Events an agent's step handled successfully, by agent"),
+        ("failed", "Events that became failure events, by the stage that failed"),
+        ("deadletter", "Undecodable events sent to the dead-letter topic, by agent"),
+        ("retried", "Retries of a step stopped by a fault of the machine, by agent"),
+        ("parked", "Events parked after their last retry (calibstream redrive), by agent"),
+    ):
+        family = CounterMetricFamily(f"calibstream_events_{kind}", doc, labels=["stage"])
+        for stage, value in sorted(counters.get(kind, {}).items()):
+            family.add_metric([stage], value)
+        yield family
+
+
+def _by_stage_gauge(name: str, doc: str, values: dict[str, int]) -> Metric:
+    """A gauge kept as a Redis counter that goes up and down, by agent."""
+    gauge = GaugeMetricFamily(name, doc, labels=["stage"])
+    for stage, value in sorted(values.items()):
+        gauge.add_metric([stage], max(0, value))
+    return gauge
+
+
+def _cache_counters(cache: dict[str, int]) -> Iterator[Metric]:
+    """Reference-catalog shard cache hits and misses."""
+    for outcome, doc in (("hit", "hits"), ("miss", "misses")):
+        yield CounterMetricFamily(
+            f"calibstream_refcat_cache_{doc}",
+            f"Reference-catalog shard reads from the Redis cache: {doc}",
+            value=cache.get(outcome, 0),
+        )
+
+
+def _exposures_gauge(count_by_status: dict[str, int]) -> Metric:
+    """Distinct exposures by status."""
+    exposures = GaugeMetricFamily(
+        "calibstream_exposures",
+        "Distinct exposures in the read model, by status",
+        labels=["status"],
+    )
+    for status, count in sorted(count_by_status.items()):
+        exposures.add_metric([status], count)
+    return exposures
+
+
+def _stage_histogram(stage_seconds: dict[str, Histogram]) -> Metric:
+    """Each agent step's duration per event, by stage."""
+    stages = HistogramMetricFamily(
+        "calibstream_stage_duration_seconds",
+        "Duration of one agent's step on one event (science process wall time)",
+        labels=["stage"],
+    )
+    for stage, histogram in sorted(stage_seconds.items()):
+        stages.add_metric([stage], _buckets(histogram), histogram.sum)
+    return stages
+
+
+def _latency_histogram(latency: Histogram) -> Metric:
+    """Submission-to-persisted latency."""
+    return HistogramMetricFamily(
+        "calibstream_latency_seconds",
+        "From the characterized-exposure event's submission to the persisted folder",
+        buckets=_buckets(latency),
+        sum_value=latency.sum,
+    )
+
+
+def _lag_gauge(partitions) -> Metric:
+    """The workers' group lag, by topic and partition."""
+    lag = GaugeMetricFamily(
+        "calibstream_consumer_lag",
+        "Records the workers' group has not yet consumed, by topic and partition",
+        labels=["topic", "partition"],
+    )
+    for row in partitions:
+        lag.add_metric([row.topic, str(row.partition)], row.lag)
+    return lag
 
 
 def metrics_text(monitor: Monitor) -> bytes:

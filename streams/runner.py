@@ -16,6 +16,7 @@ same bytes.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import time
 from collections.abc import Collection, Mapping
@@ -23,14 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from calibstream import __version__
 from calibstream.astrometry.refcat import ShardCache
 from calibstream.config import Config
-from calibstream.failures import failure_of
+from calibstream.failures import TransientFailure, failure_of
 from streams import events, wire
 from streams.codec import CodecError, decode, encode
 from streams.readmodel import ReadModel
 from streams.settings import StreamSettings
-from streams.topology import DEADLETTER, FAILURES, Stage, Topology
+from streams.topology import DEADLETTER, FAILURES, PARKED, Stage, Topology
 
 log = logging.getLogger("calibstream.runner")
 
@@ -87,7 +89,9 @@ class Context:
 
 
 def run(ctx: Context, agent: str, message: Message) -> list[Output]:
-    """One message through one agent's step; every outcome is a list of records to produce."""
+    """One message through one agent's step; every outcome is a list of records to produce,
+    but for a fault of the machine, which raises :class:`TransientFailure` (nothing was
+    recorded: the caller retries the same message)."""
     stage = ctx.topology.stage(agent)
     try:
         if not message.value:
@@ -102,10 +106,12 @@ def run(ctx: Context, agent: str, message: Message) -> list[Output]:
         return _counted(ctx, stage, event)
     except Exception as exc:  # the failure policy decides what it becomes
         ctx.readmodel.observe("stage_seconds", agent, time.perf_counter() - start)
+        failure = failure_of(exc, agent)
+        if failure.transient:  # the machine's fault: the caller retries, then parks
+            raise TransientFailure(failure.stage, failure.reason) from exc
         if stage.consumes == FAILURES:  # never answer a failure with a failure
             log.exception("%s: cannot persist failure %s", agent, _where(message))
             return []
-        failure = failure_of(exc, agent)
         if failure.kind == "internal":
             log.exception("%s: unexpected error on %s", agent, _where(message))
         ctx.readmodel.incr(f"failed:{failure.stage}")
@@ -212,6 +218,26 @@ def _dead_letter(message: Message, exc: BaseException) -> Output:
         timestamp_ms=message.timestamp_ms,
     )
     return Output(DEADLETTER, message.key, encode("dead_letter", record))
+
+
+def parked_output(agent: str, message: Message, reason: str, attempts: int) -> Output:
+    """The parked record of a message ``agent`` could not take for a fault of the machine:
+    where the record is (it stays in its topic), its digest, and why."""
+    value = message.value or b""
+    record = {
+        "agent": agent,
+        "topic": message.topic,
+        "partition": message.partition,
+        "offset": message.offset,
+        "key": message.key,
+        "length": len(value),
+        "sha256": hashlib.sha256(value).digest(),
+        "reason": reason,
+        "attempts": attempts,
+        "parked_ms": events.now_ms(),
+        "software_version": __version__,
+    }
+    return Output(PARKED, message.key, encode("parked", record))
 
 
 def _where(message: Message) -> str:

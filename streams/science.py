@@ -14,22 +14,45 @@ import multiprocessing
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-from calibstream.errors import CalibstreamError
+from calibstream.failures import TransientFailure
 from calibstream.runtime import reuse_freed_memory
 from streams import runner
 from streams.readmodel import RedisReadModel
 from streams.runner import Message, Output
 from streams.settings import Deployment
 from streams.shard_cache import RedisShardCache
-from streams.topology import FAILURES
 
 log = logging.getLogger("calibstream.science")
 
 _CONTEXT: runner.Context | None = None
 
 
+def _die_with_worker() -> None:
+    """In a science process: SIGKILL when the worker that started it dies (Linux), so a
+    killed worker leaves no orphan; ^C at a terminal stops the worker alone, which then
+    shuts the pool down in order (SIGTERM keeps its default: the pool uses it)."""
+    import ctypes
+    import os
+    import signal
+    import sys
+
+    parent = multiprocessing.parent_process()
+    if parent is None:  # not a pool's process (processes = 0: the worker itself)
+        return
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent.pid:  # the worker died before the line above
+        os._exit(1)
+
+
 def _init(deployment: Deployment) -> None:
     global _CONTEXT
+    _die_with_worker()
     reuse_freed_memory()
     _CONTEXT = context(deployment)
 
@@ -80,8 +103,9 @@ class SciencePool:
         try:
             return await loop.run_in_executor(self._executor, _run, agent, message, onward)
         except BrokenProcessPool:
-            # A science process died (killed, out of memory, a crash in C): the
-            # message gets a failure event and a fresh pool takes the next ones.
+            # A science process died (killed, out of memory, a crash in C): the machine's
+            # fault as far as anyone can tell here. A fresh pool takes the retry; an
+            # event that kills its process every time ends parked, not failed.
             log.error(
                 "%s: a science process died on %s[%d]@%d; restarting the pool",
                 agent,
@@ -91,10 +115,7 @@ class SciencePool:
             )
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = self._start()
-            if self.deployment.topology.stage(agent).consumes == FAILURES:
-                return []  # never answer a failure with a failure
-            error = CalibstreamError("the science process died on this event", where=agent)
-            return [runner.failure_output(agent, error, message)]
+            raise TransientFailure(agent, "the science process died on this event") from None
 
     async def warm_up(self) -> None:
         """Start every process now (imports take seconds), not on the first exposure."""

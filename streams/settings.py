@@ -26,6 +26,7 @@ from typing import Any
 
 from calibstream.config import Config, config_from_dict
 from calibstream.errors import ConfigError
+from calibstream.failures import RetryPolicy
 from streams.topology import CALIBRATE, Topology
 
 
@@ -54,11 +55,21 @@ class StreamSettings:
     #: of an exposure when the topics are idle (faust's own, fixed, is 1500).
     fetch_max_wait_ms: int = 100
     session_timeout_s: float = 10.0  # consumer group session (heartbeats every third of it)
+    #: A step stopped by a fault of the machine (read-only or full output root, a dead
+    #: science process, ...) is retried this many times, ``retry_first_s`` apart and
+    #: doubling up to ``retry_max_s`` (about two minutes in all), then parked.
+    retry_attempts: int = 8
+    retry_first_s: float = 1.0
+    retry_max_s: float = 30.0
     web_port: int | None = None  # faust's web server; None: off
     #: Largest event (producer request and topic ``max.message.bytes``): a zero-point
     #: event costs ~276 B per source (0.4 MB for a 4k×4k exposure with 1444 sources,
     #: README); Kafka's 1 MiB default would stop at ~3,800 sources.
     max_message_bytes: int = 8 * 1024 * 1024
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return RetryPolicy(self.retry_attempts, self.retry_first_s, self.retry_max_s)
 
     def topic(self, role: str) -> str:
         """The topic of a role of the topology (``exposures``, ``detections``, ...)."""

@@ -18,9 +18,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-#: Where the failure policy sends what it decides (see :mod:`streams.runner`).
+#: Where the failure policy sends what it decides (see :mod:`streams.runner`): the data's
+#: faults, records that are no event, and records the machine's faults kept from their
+#: stage past every retry (``calibstream redrive`` sends them back).
 FAILURES = "failures"
 DEADLETTER = "deadletter"
+PARKED = "parked"
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,7 @@ class Topology:
             seen[stage.consumes] = None
             if stage.produces is not None:
                 seen[stage.produces] = None
-        for role in (FAILURES, DEADLETTER):
+        for role in (FAILURES, DEADLETTER, PARKED):
             seen.pop(role, None)
             seen[role] = None
         return tuple(seen)

@@ -196,6 +196,9 @@ function drawSummary() {
   if (!s) return;
   document.getElementById("n-ok").textContent = s.exposures.ok;
   document.getElementById("n-failed").textContent = s.exposures.failed;
+  const total = (kind) => Object.values(s.counters[kind] || {}).reduce((a, b) => a + Math.max(0, b), 0);
+  document.getElementById("n-retrying").textContent = total("waiting");
+  document.getElementById("n-parked").textContent = total("parked_now");
   document.getElementById("rate").textContent = calib.num(s.throughput.per_minute_5, 1);
   document.getElementById("latency").textContent = `${calib.num(s.latency.p50_s, 2)} / ${calib.num(s.latency.p95_s, 2)}`;
   document.getElementById("lag-total").textContent = s.lag.error && !s.lag.partitions.length ? "?" : s.lag.total;
