@@ -160,3 +160,19 @@ def test_the_batch_retries_a_machine_fault_and_never_writes_it_as_a_failure(
     assert summaries[0] is None  # never a failure summary for the machine's fault
     assert [s["status"] for s in summaries[1:]] == ["ok", "ok"]  # recovered on the retry
     assert "not calibrated" in capsys.readouterr().out
+
+
+def test_tombstones_empty_values_and_missing_keys_get_a_dead_letter(survey, tmp_path):
+    """No record crashes an agent: a null value (a Kafka tombstone), an empty one and a
+    record without a key each become a dead letter naming where they were."""
+    from streams.app import Handled
+
+    ctx = _context(survey, tmp_path, Counts())
+    for value, key in ((None, b"1000"), (b"", b"1000"), (b"\x00junk", None)):
+        message = runner.Message("calibstream.exposures", 1, 5, key, value)
+        for stage in CALIBRATE:
+            [out] = runner.run(ctx, stage.agent, message)
+            dead = decode(out.value, expected_subject="dead_letter").record
+            assert out.role == "deadletter" and out.key == key
+            assert (dead["topic"], dead["partition"], dead["offset"]) == (message.topic, 1, 5)
+        assert not Handled().take(message.topic, 1, key, value)
