@@ -190,7 +190,7 @@ class SchemaRegistry:
             fastavro.schemaless_writer(buffer, schema.parsed, record, strict_allow_default=True)
         except Exception as exc:  # fastavro raises ValueError, TypeError, KeyError, ...
             raise EncodeError(
-                f"record does not fit {schema.file} ({type(exc).__name__}: {exc})",
+                f"record does not fit {schema.file} ({_described(exc)})",
                 where=schema.subject,
                 schema_id=schema.id,
             ) from exc
@@ -232,8 +232,7 @@ class SchemaRegistry:
             validate(record, reader.parsed, raise_errors=True)
         except Exception as exc:  # EOF, bad varint, bad UTF-8, bad union index, ...
             raise UndecodableError(
-                f"body is not a {writer.subject} v{writer.version} record "
-                f"({type(exc).__name__}: {exc})",
+                f"body is not a {writer.subject} v{writer.version} record ({_described(exc)})",
                 where="body",
                 schema_id=schema_id,
             ) from exc
@@ -244,6 +243,16 @@ class SchemaRegistry:
                 schema_id=schema_id,
             )
         return Decoded(schema_id, writer.subject, writer.version, record)
+
+
+#: Characters of an exception's text kept in a codec error (fastavro's quote the datum,
+#: which may be megabytes of column bytes).
+ERROR_TEXT = 1000
+
+
+def _described(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= ERROR_TEXT else f"{text[:ERROR_TEXT]}… [{len(text)} characters]"
 
 
 @functools.cache

@@ -10,8 +10,10 @@ event is exactly the content of the exposure's output folder.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,7 +29,10 @@ from calibstream.io.exposure import Metadata
 from calibstream.io.outputs import CalibratedExposure, finite_or_none
 from calibstream.photometry.photocal import PhotoCalResult
 from calibstream.stages import Fitted
-from streams.codec import schema_id_of
+from streams import limits
+from streams.codec import decode, encode, schema_id_of
+from streams.limits import EventTooLargeError
+from streams.settings import StreamSettings
 from streams.wire import (
     background_from_record,
     background_to_record,
@@ -39,7 +44,9 @@ from streams.wire import (
     header_to_cards,
     metadata_from_record,
     metadata_to_record,
+    read_claim,
     references_to_columns,
+    write_claim,
 )
 
 
@@ -97,6 +104,7 @@ def detection_event(
 
 
 def detection_inputs(event: Mapping[str, Any]) -> tuple[Frame, dict[str, np.ndarray]]:
+    event = claimed(event)
     return frame_from_event(event), columns_to_catalog(event["catalog"])
 
 
@@ -137,6 +145,7 @@ def match_event(
 def fitted_from_event(event: Mapping[str, Any]) -> Fitted:
     """What the photometric stage starts from: the fitted frame, the catalog with sky
     positions, the matched references (row for row with the matches) and the background."""
+    event = claimed(event)
     pairs = columns_to_catalog(event["matches"])
     refs = RefCatalog.from_columns(columns_to_catalog(event["references"]))
     if len(refs) != len(pairs["source"]):
@@ -196,6 +205,7 @@ def zeropoint_event(
 
 def calibrated_from_event(event: Mapping[str, Any]) -> CalibratedExposure:
     """What the sink persists, from a zero-point event."""
+    event = claimed(event)
     return CalibratedExposure(
         metadata=metadata_from_record(event["metadata"]),
         header=cards_to_header(event["calexp_header"]),
@@ -218,21 +228,30 @@ def failure_event(
     uri: str | None = None,
     metadata: Metadata | None = None,
 ) -> dict:
-    """A stage failed on an input message: the failure policy's verdict, the input whole."""
+    """A stage failed on an input message: the failure policy's verdict and where the input
+    is (it stays in its topic); the first :data:`~streams.limits.INPUT_PREFIX_BYTES` of it,
+    its length and SHA-256. Every text is cut to :data:`~streams.limits.TEXT_BYTES`."""
+    meta = None if metadata is None else metadata_to_record(metadata)
+    if meta is not None:
+        meta["band"] = _clip(meta["band"])
+    prefix, length, digest, truncated = _bounded(input)
     return {
         "stage": failure.stage,
         "exposure_id": None if exposure_id is None else int(exposure_id),
         "error": failure.kind,
-        "reason": failure.reason,
-        "where": failure.where,
-        "uri": uri,
-        "metadata": None if metadata is None else metadata_to_record(metadata),
-        "input": bytes(input),
-        "input_key": None if input_key is None else bytes(input_key),
+        "reason": _clip(failure.reason),
+        "where": _clip(failure.where),
+        "uri": _clip(uri),
+        "metadata": meta,
+        "input": prefix,
+        "input_key": _key(input_key),
         "input_topic": input_topic,
         "input_partition": input_partition,
         "input_offset": input_offset,
         "software_version": __version__,
+        "input_length": length,
+        "input_sha256": digest,
+        "input_truncated": truncated,
     }
 
 
@@ -246,19 +265,99 @@ def dead_letter_event(
     key: bytes | None = None,
     timestamp_ms: int | None = None,
 ) -> dict:
-    """An undecodable message, kept byte for byte, with why."""
+    """An undecodable message and why: where it is (it stays in its topic), its first
+    :data:`~streams.limits.INPUT_PREFIX_BYTES`, its length and SHA-256."""
     if isinstance(error, CalibstreamError):
         kind, reason = error.kind, str(error)
     else:
         kind, reason = "undecodable", f"{type(error).__name__}: {error}"
+    prefix, length, digest, truncated = _bounded(value)
     return {
-        "value": bytes(value),
-        "key": None if key is None else bytes(key),
+        "value": prefix,
+        "key": _key(key),
         "topic": str(topic),
         "partition": int(partition),
         "offset": int(offset),
         "error": kind,
-        "reason": reason,
+        "reason": _clip(reason),
         "schema_id": schema_id_of(bytes(value)),
         "timestamp_ms": timestamp_ms,
+        "value_length": length,
+        "value_sha256": digest,
+        "value_truncated": truncated,
     }
+
+
+def _bounded(data: bytes) -> tuple[bytes, int, str, bool]:
+    """(the first INPUT_PREFIX_BYTES, the length, the hex SHA-256, whether it was cut)."""
+    data = bytes(data)
+    prefix = data[: limits.INPUT_PREFIX_BYTES]
+    return prefix, len(data), hashlib.sha256(data).hexdigest(), len(prefix) < len(data)
+
+
+def _key(key: bytes | None) -> bytes | None:
+    return None if key is None else bytes(key[: limits.KEY_PREFIX_BYTES])
+
+
+def _clip(text: str | None) -> str | None:
+    """``text`` cut to TEXT_BYTES of UTF-8 (on a character boundary), marked when cut."""
+    if text is None:
+        return None
+    data = str(text).encode()
+    if len(data) <= limits.TEXT_BYTES:
+        return str(text)
+    kept = data[: limits.TEXT_BYTES - 64].decode(errors="ignore")
+    return f"{kept}… [{len(data)} bytes, cut]"
+
+
+# ---------------------------------------------------------------- claim checks
+
+#: The subject of claim files (Confluent-framed Avro, as the events).
+CLAIM_SUBJECT = "claim"
+#: The fields of an event that may travel in a claim file.
+CLAIMABLE = ("catalog", "matches", "references")
+
+
+def encode_event(subject: str, record: Mapping[str, Any], stream: StreamSettings) -> bytes:
+    """``record`` as an event of ``subject``, claim-checked with ``stream``'s limits
+    (:func:`encode_claimed`), its claim file under ``stream.output_root``."""
+    return encode_claimed(
+        subject,
+        record,
+        root=stream.output_root,
+        threshold=limits.claim_threshold(stream),
+        limit=limits.max_event_bytes(stream),
+    )
+
+
+def encode_claimed(
+    subject: str, record: Mapping[str, Any], *, root: str | Path, threshold: int, limit: int
+) -> bytes:
+    """``record`` encoded as an event of ``subject``; when that is over ``threshold`` bytes,
+    its columns (:data:`CLAIMABLE`) go to a claim file under ``root`` (written once: its name
+    is its digest) and the event carries its URI, length and SHA-256 instead. An event still
+    over ``limit`` raises :class:`~streams.limits.EventTooLargeError`."""
+    value = encode(subject, record)
+    fields = [name for name in CLAIMABLE if record.get(name)]
+    if len(value) > threshold and fields:
+        blob = encode(CLAIM_SUBJECT, {name: record.get(name, []) for name in CLAIMABLE})
+        uri, digest = write_claim(root, blob)
+        claim = {"uri": uri, "sha256": digest, "length": len(blob), "fields": fields}
+        value = encode(subject, {**record, **{name: [] for name in fields}, "claim": claim})
+    if len(value) > limit:
+        raise EventTooLargeError(
+            f"{len(value)} bytes encoded, over the {limit} an event may have", where=subject
+        )
+    return value
+
+
+def claimed(event: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``event`` with the columns its claim file holds back in place (``event`` itself when
+    it has no claim). A claim file whose bytes are not the ones named is a
+    :class:`~streams.wire.ClaimError` (permanent); one that cannot be read, an OSError."""
+    claim = event.get("claim")
+    if claim is None:
+        return event
+    blob = read_claim(claim["uri"], claim["sha256"], claim["length"])
+    columns = decode(blob, expected_subject=CLAIM_SUBJECT).record
+    return {**event, **{name: columns[name] for name in claim["fields"]}, "claim": None}

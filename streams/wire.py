@@ -6,15 +6,23 @@
 * FITS headers as cards ``{key, value, type, comment}`` with the value as exact
   text: the rebuilt header prints the same bytes;
 * metadata, the frame's fields, the background as its mesh of nodes (the core's
-  :class:`Background` model), reference rows.
+  :class:`Background` model), reference rows;
+* claim files: the columns of an event too big to send, written once under the output
+  root (``ROOT/claims/<sha256>.bin``, content-addressed) and read back verified.
 """
 
 from __future__ import annotations
 
+import hashlib
 import numbers
+import os
+import tempfile
 import zlib
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import numpy as np
 from astropy.io import fits
@@ -22,6 +30,7 @@ from astropy.io import fits
 from calibstream.astrometry.refcat import RefCatalog
 from calibstream.astrometry.refcat_store import BASE_COLUMNS
 from calibstream.detection.background import Background
+from calibstream.errors import CalibstreamError
 from calibstream.frame import Frame
 from calibstream.io.exposure import Metadata
 
@@ -214,3 +223,62 @@ def references_to_columns(refs: RefCatalog, rows: np.ndarray) -> list[dict]:
     for band, (mag, err) in sorted(refs.bands.items()):
         columns[f"{band}_mag"], columns[f"{band}_mag_err"] = mag[rows], err[rows]
     return catalog_to_columns(columns)
+
+
+# ---------------------------------------------------------------- claim files
+
+#: The folder of claim files under the output root.
+CLAIMS_DIR = "claims"
+
+
+class ClaimError(CalibstreamError):
+    """A claim file whose bytes are not the ones its event names (length or SHA-256): the
+    data's fault, permanent. A claim file that cannot be read (missing, unmounted store) is
+    an :class:`OSError`, the machine's fault: the failure policy retries, then parks."""
+
+    kind = "claim"
+
+
+def write_claim(root: str | os.PathLike[str], blob: bytes) -> tuple[str, str]:
+    """``blob`` as ``ROOT/claims/<sha256>.bin`` (staged, fsynced, renamed into place; a file
+    already there with its length is left alone: its name is its digest). Returns the
+    file's ``file://`` URI and the hex SHA-256."""
+    digest = hashlib.sha256(blob).hexdigest()
+    path = Path(root).resolve() / CLAIMS_DIR / f"{digest}.bin"
+    if path.is_file() and path.stat().st_size == len(blob):
+        return path.as_uri(), digest
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, staging = tempfile.mkstemp(dir=path.parent, prefix=f".{digest}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(blob)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(staging, path)
+    except BaseException:
+        Path(staging).unlink(missing_ok=True)
+        raise
+    return path.as_uri(), digest
+
+
+def read_claim(uri: str, sha256: str, length: int) -> bytes:
+    """The bytes of a claim file, checked against the length and SHA-256 its event names
+    (:class:`ClaimError` when they differ; an unreadable file raises its OSError)."""
+    path = claim_path(uri)
+    data = path.read_bytes()
+    if len(data) != length:
+        raise ClaimError(f"{len(data)} bytes, the event names {length}", where=str(path))
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != sha256:
+        raise ClaimError(f"SHA-256 {digest}, the event names {sha256}", where=str(path))
+    return data
+
+
+def claim_path(uri: str) -> Path:
+    """The path of a claim's ``file://`` URI (a plain path is taken as it is)."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return Path(url2pathname(parsed.path))
+    if parsed.scheme and len(parsed.scheme) > 1:  # not a Windows drive letter
+        raise ClaimError(f"unsupported claim URI scheme {parsed.scheme!r}", where=uri)
+    return Path(uri)

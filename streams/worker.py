@@ -23,6 +23,7 @@ from streams import events
 from streams.app import build_service
 from streams.codec import encode
 from streams.kafka_admin import acreate_topics, run_sync
+from streams.limits import check_limits
 from streams.settings import Deployment, StreamSettings
 from streams.topology import CALIBRATE, Topology
 
@@ -45,6 +46,7 @@ async def ensure_topics(stream: StreamSettings, topology: Topology = CALIBRATE) 
 def run_worker(deployment: Deployment, loglevel: str = "info") -> int:
     """Run a worker until it is stopped (SIGTERM, SIGINT)."""
     run_sync(lambda: ensure_topics(deployment.stream, deployment.topology))
+    check_limits(deployment.stream, deployment.topology)  # one line naming a mismatch
     service = build_service(deployment)
 
     @service.app.task

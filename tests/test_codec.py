@@ -528,3 +528,55 @@ def test_codec_reads_a_plain_fastavro_message(registry, subject):
     message = struct.pack(">BI", 0, schema_id) + body.getvalue()
     assert message == registry.encode(subject, record)
     assert registry.decode(message, expected_subject=subject).record == record
+
+
+# ------------------------------------------------------------------ 6. the registered versions
+
+#: (subject, an older version's id and entry) for every subject registered more than once
+OLDER = [
+    pytest.param(entry["subject"], schema_id, entry, id=f"{entry['subject']}-v{entry['version']}")
+    for schema_id, entry in ENTRIES
+    if entry["version"] < CURRENT[entry["subject"]][1]["version"]
+]
+
+
+def _fields(file: str) -> dict[str, dict]:
+    return {field["name"]: field for field in schema_json(file)["fields"]}
+
+
+@pytest.mark.parametrize(("subject", "old_id", "old"), OLDER)
+def test_a_newer_version_only_adds_fields_with_defaults(subject, old_id, old):
+    before, after = _fields(old["file"]), _fields(CURRENT[subject][1]["file"])
+    assert set(before) <= set(after), f"{subject}: fields removed"
+    assert all(after[name]["type"] == before[name]["type"] for name in before)
+    assert all("default" in after[name] for name in set(after) - set(before))
+
+
+@pytest.mark.parametrize(("subject", "old_id", "old"), OLDER)
+def test_a_bare_fastavro_reader_of_an_older_version_reads_the_current_one(subject, old_id, old):
+    current = CURRENT[subject][1]["file"]
+    record = example_record(schema_json(current), rich=True)
+    message = codec.encode(subject, record)
+    # the reader: the message, the writer's .avsc (its id's) and its own older .avsc, fastavro
+    writer = fastavro.parse_schema(schema_json(current))
+    reader = fastavro.parse_schema(schema_json(old["file"]))
+    body = io.BytesIO(message[5:])
+    known = set(_fields(old["file"]))
+    assert fastavro.schemaless_reader(body, writer, reader) == {
+        name: value for name, value in record.items() if name in known
+    }
+    assert body.tell() == len(message) - 5
+
+
+@pytest.mark.parametrize(("subject", "old_id", "old"), OLDER)
+def test_older_versions_still_decode_with_the_new_fields_defaults(registry, subject, old_id, old):
+    record = example_record(schema_json(old["file"]), rich=True)
+    message = registry.encode(old_id, record)
+    added = set(_fields(CURRENT[subject][1]["file"])) - set(_fields(old["file"]))
+    defaults = {name: _fields(CURRENT[subject][1]["file"])[name]["default"] for name in added}
+    assert registry.decode(message, expected_subject=subject) == (
+        old_id,
+        subject,
+        old["version"],
+        {**record, **defaults},
+    )
