@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from calibstream.astrometry.refcat import ingest_refcat
 from calibstream.simulate.survey import write_simulation
-from harness.processes import HOST, ServiceUnavailable
+from harness.processes import HOST, ServiceUnavailable, sigterm_exits
 from harness.redis_server import RedisServer
 from harness.tansu import TansuBroker
 from harness.workers import DashboardProcess, WorkerProcess
@@ -45,7 +45,8 @@ def run_demo(
 ) -> int:
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    with contextlib.ExitStack() as running:
+    # SIGTERM while it starts or calibrates unwinds the stack, which stops what it started
+    with sigterm_exits(), contextlib.ExitStack() as running:
         broker = running.enter_context(TansuBroker(out / "broker"))
         print(f"embedded broker (Tansu) at {broker.bootstrap}")
         redis_url = _start_redis(running, out)

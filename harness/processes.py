@@ -1,9 +1,12 @@
 """Server subprocesses: the base class every harness service derives from.
 
 A :class:`ServiceProcess` runs one server with its output in a log file, waits until it answers,
-and stops (SIGTERM), kills (``kill -9``) or restarts it. On Linux the child gets SIGKILL when
-the thread that started it dies, and whatever is still running at interpreter exit is killed,
-so a killed test run leaves no orphan broker.
+and stops (SIGTERM), kills (``kill -9``) or restarts it. Each runs in a session (process group)
+of its own, and stopping or killing it ends the whole group: what the server started goes with
+it. On Linux the child gets SIGKILL when the thread that started it dies, and whatever is still
+running at interpreter exit is killed, so a killed test run leaves no orphan broker.
+:func:`descendants` and :func:`alive` check that from ``/proc``; :func:`sigterm_exits` makes
+SIGTERM unwind a program's ``with`` blocks (so they stop what they started), as ^C does.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from streams.kafka_admin import ServiceError
@@ -51,6 +54,70 @@ def _kill_leftovers() -> None:
 
 
 atexit.register(_kill_leftovers)
+
+Pid = tuple[int, int]
+"""A process as (pid, start time in clock ticks since boot): a reused pid is another one."""
+
+
+def _proc_table() -> dict[int, tuple[int, int, str]]:
+    """pid -> (parent pid, start time, state) of every process, from ``/proc`` (Linux)."""
+    table = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as handle:
+                text = handle.read()
+        except OSError:
+            continue  # it exited meanwhile
+        fields = text[text.rindex(")") + 2 :].split()  # from field 3 (state) on
+        table[int(entry.name)] = (int(fields[1]), int(fields[19]), fields[0])
+    return table
+
+
+def descendants(pid: int, *, include_self: bool = False) -> set[Pid]:
+    """Every living process below ``pid`` (children, theirs…), as :data:`Pid` pairs."""
+    table = _proc_table()
+    children: dict[int, list[int]] = {}
+    for child, (parent, _, state) in table.items():
+        if state != "Z":
+            children.setdefault(parent, []).append(child)
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            found.add((child, table[child][1]))
+            todo.append(child)
+    if include_self and pid in table and table[pid][2] != "Z":
+        found.add((pid, table[pid][1]))
+    return found
+
+
+def alive(processes: set[Pid]) -> set[Pid]:
+    """Those of ``processes`` still running (zombies count as gone: they only wait to be
+    reaped)."""
+    table = _proc_table()
+    return {
+        (pid, start)
+        for pid, start in processes
+        if pid in table and table[pid][1] == start and table[pid][2] != "Z"
+    }
+
+
+@contextlib.contextmanager
+def sigterm_exits(status: int = 128 + signal.SIGTERM) -> Iterator[None]:
+    """Inside (main thread): SIGTERM raises ``SystemExit(status)``, so the ``with`` blocks
+    being run unwind and stop what they started, as on ^C; SIGTERMs after the first are
+    ignored while they do (``kill -9`` still ends everything: see the die-with-parent hook)."""
+
+    def exit_once(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise SystemExit(status)
+
+    previous = signal.signal(signal.SIGTERM, exit_once)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _die_with_parent_hook() -> Callable[[], None] | None:
@@ -89,6 +156,7 @@ class ServiceProcess:
         self.start_timeout = start_timeout
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_in: float | None = None  # seconds the last start took, until ready
+        self._group_left = False  # the process group of the last start may still hold some
 
     # -- to be provided by subclasses
     def _command(self) -> list[str]:
@@ -157,6 +225,7 @@ class ServiceProcess:
                 start_new_session=True,
                 preexec_fn=preexec,
             )
+        self._group_left = True
         with _RUNNING_LOCK:
             _RUNNING.add(self)
         try:
@@ -175,8 +244,34 @@ class ServiceProcess:
         with _RUNNING_LOCK:
             _RUNNING.discard(self)
 
+    def _kill_group(self) -> None:
+        """SIGKILL to the server's process group (its session), the server included."""
+        assert self.proc is not None
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+    def _sweep_group(self, grace: float = 2.0) -> None:
+        """After the server exited: what it left in its group gets ``grace`` seconds to
+        exit (a pool's resource tracker cleaning up), then SIGKILL. Once per start: the
+        group's number may be another's later."""
+        assert self.proc is not None
+        if not self._group_left:
+            return
+        self._group_left = False
+        deadline = time.monotonic() + grace
+        while True:
+            try:
+                os.killpg(self.proc.pid, 0)
+            except (ProcessLookupError, PermissionError):
+                return  # the group is empty
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)
+        self._kill_group()
+
     def stop(self, timeout: float = 30.0) -> None:
-        """Graceful stop (SIGTERM), then SIGKILL after ``timeout`` seconds."""
+        """Graceful stop (SIGTERM), then SIGKILL after ``timeout`` seconds; whatever the
+        server leaves running in its process group is killed too."""
         if self.proc is None:
             return
         if self.proc.poll() is None:
@@ -184,17 +279,19 @@ class ServiceProcess:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                self._kill_group()
                 self.proc.wait()
+        self._sweep_group()
         self._reap()
 
     def kill(self) -> None:
-        """``kill -9``: no shutdown at all, as a crash."""
+        """``kill -9`` of the server and its process group: no shutdown at all, as a crash."""
         if self.proc is None:
             return
         if self.proc.poll() is None:
-            self.proc.kill()
+            self._kill_group()
             self.proc.wait()
+        self._sweep_group(grace=0.0)
         self._reap()
 
     def restart(self, *, hard: bool = True) -> ServiceProcess:
