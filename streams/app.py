@@ -34,6 +34,7 @@ import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
+from streams import limits
 from streams.delivery import Outage, run_retrying, send_retrying
 from streams.readmodel import ReadModel, RedisReadModel
 from streams.runner import Message, Output
@@ -197,8 +198,7 @@ def build_service(deployment: Deployment, science: SciencePool | None = None) ->
         producer_max_batch_size=1,
         producer_linger=0.0,
         producer_acks=-1,
-        producer_max_request_size=stream.max_message_bytes,
-        consumer_max_fetch_size=stream.max_message_bytes,
+        **limits.client_settings(stream),
         broker_session_timeout=stream.session_timeout_s,
         broker_heartbeat_interval=stream.session_timeout_s / 3,
         broker_commit_interval=1.0,

@@ -61,8 +61,7 @@ def max_event_bytes(stream: StreamSettings) -> int:
 def claim_threshold(stream: StreamSettings) -> int:
     """Encoded events larger than this leave their columns in a claim file:
     ``[stream] claim_threshold_bytes`` when set, else ``max_message_bytes // 4``."""
-    # The field belongs to streams/settings.py; until it is declared there, the default.
-    configured = getattr(stream, "claim_threshold_bytes", None)
+    configured = stream.claim_threshold_bytes
     return stream.max_message_bytes // CLAIM_FRACTION if configured is None else int(configured)
 
 

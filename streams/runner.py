@@ -128,7 +128,8 @@ def _counted(ctx: Context, stage: Stage, event: Mapping[str, Any]) -> list[Outpu
     if record is None or stage.produces is None:
         return []
     key = events.exposure_key(record["exposure_id"])
-    return [Output(stage.produces, key, encode(stage.produces_subject, record))]
+    value = events.encode_event(stage.produces_subject, record, ctx.settings)
+    return [Output(stage.produces, key, value)]
 
 
 def run_chain(

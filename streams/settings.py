@@ -36,6 +36,9 @@ class StreamSettings:
 
     broker: str = "kafka://127.0.0.1:9092"  # faust broker URL(s), comma-separated
     redis: str | None = None  # redis://host:port/db; None: no Redis (calibration goes on)
+    #: The reference-shard cache's Redis (redis://host:port/db), apart from the read model's
+    #: so that only the cache is evictable; None: the same as ``redis``.
+    cache_redis: str | None = None
     refcat: str = "refcat"  # the astrometric (and photometric) reference store
     photometry_refcat: str | None = None  # a separate photometric store
     output_root: str = "calibstream-out"  # ROOT/exposures/<EXPID>/
@@ -66,6 +69,9 @@ class StreamSettings:
     #: event costs ~276 B per source (0.4 MB for a 4k×4k exposure with 1444 sources,
     #: README); Kafka's 1 MiB default would stop at ~3,800 sources.
     max_message_bytes: int = 8 * 1024 * 1024
+    #: An encoded event larger than this leaves its catalogue columns in a claim file under
+    #: ``output_root/claims/`` and carries its URI and digest (None: max_message_bytes // 4).
+    claim_threshold_bytes: int | None = None
 
     @property
     def retry(self) -> RetryPolicy:
