@@ -13,7 +13,11 @@ first-guess WCS. It
 2. fits TAN-SIP by weighted linear least squares (:mod:`calibstream.astrometry.sipfit`),
    rejects outliers beyond ``rejection_sigma`` robust sigmas of the
    normalised residuals, re-matches every source with the improved WCS at a
-   shrinking radius and refits, ``iterations`` times.
+   shrinking radius and refits, ``iterations`` times
+   (:mod:`calibstream.astrometry.refine`).
+
+The tangent plane, the sources' and reference stars' errors and the
+footprint searched are :mod:`calibstream.astrometry.tangent`'s.
 
 The distortion: (ξ, η) are fitted as polynomials of order ``sip_order`` of
 the pixel offsets from the chip centre (CD = the linear terms, SIP A/B = the
@@ -21,9 +25,9 @@ rest through CD⁻¹). When the first guess carries a SIP distortion (the
 camera model) and ``first_guess_distortion`` is on, a second model is fitted
 too: that distortion kept, with a fitted affine map (6 coefficients). It is
 nested in the full one, and the full one replaces it only when an F-test
-says it fits significantly better (p < ``MODEL_P_VALUE``), or always when
-the matches are too few for the full order (``MATCHES_PER_TERM`` per
-coefficient). On sparse chips this is what keeps the corners right; a first
+says it fits significantly better (p < ``refine.MODEL_P_VALUE``), or always
+when the matches are too few for the full order (``refine.MATCHES_PER_TERM``
+per coefficient). On sparse chips this is what keeps the corners right; a first
 guess whose distortion is wrong by ≳ 0.1 px at the corners is refitted.
 
 Weights: σ² = (pixel scale)² (x_err² + y_err²)/2 + ref_err², i.e. an
@@ -44,23 +48,17 @@ from dataclasses import dataclass
 import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
-from scipy import special
-from scipy.spatial import cKDTree
 
-from calibstream.astrometry.matcher import (
-    RAYLEIGH_MEDIAN,
-    PatternSolution,
-    match_pattern,
-    unique_pairs,
-)
-from calibstream.astrometry.sipfit import (
-    MAS_PER_DEG,
-    TanSipFit,
-    fit_tan_sip,
-    gnomonic,
-    inverse_gnomonic,
-    n_terms,
-    sip_distortion,
+from calibstream.astrometry.matcher import PatternSolution, match_pattern
+from calibstream.astrometry.refine import MatchInputs, Refined, refine
+from calibstream.astrometry.sipfit import MAS_PER_DEG, inverse_gnomonic, sip_distortion
+from calibstream.astrometry.tangent import (
+    Projected,
+    TangentFrame,
+    project_references,
+    project_sources,
+    search_margin,
+    tangent_frame,
 )
 from calibstream.config import AstrometryConfig
 from calibstream.errors import AstrometryError
@@ -72,16 +70,6 @@ SHIFT_BIN_PX = 5.0
 VERIFY_RADIUS_PX = 10.0
 #: Reference stars used for the votes per bright source, per unit of searched area / chip area.
 REF_PER_SOURCE = 2.0
-#: At least this many matches per fitted coefficient (per axis) before the order is lowered.
-MATCHES_PER_TERM = 3
-#: Re-matching radius shrinks by this factor each iteration ...
-RADIUS_SHRINK = 0.6
-#: ... but stays above this many times the 90th percentile of the match distances,
-#: and above this floor (arcsec).
-RADIUS_PERCENTILE_FACTOR = 3.0
-RADIUS_FLOOR_ARCSEC = 0.1
-#: The full polynomial replaces the first guess's distortion (+ affine) below this p-value.
-MODEL_P_VALUE = 0.01
 
 
 @dataclass(frozen=True, eq=False)
@@ -176,86 +164,81 @@ def fit_astrometry(
     the random coincidences, or when the fit ends with fewer than
     ``min_matches`` matches or an rms above ``max_rms_mas``.
     """
-    x, y, x_err, y_err, brightness = (
-        np.asarray(a, float).ravel() for a in (x, y, x_err, y_err, brightness)
-    )
-    ref_ra, ref_dec, ref_err = (
-        np.asarray(a, float).ravel() for a in (ref_ra, ref_dec, ref_err_mas)
-    )
-    n_src, n_ref = x.size, ref_ra.size
-    if not (y.size == x_err.size == y_err.size == brightness.size == n_src):
-        raise AstrometryError("source arrays differ in length", where="astrometry.sources")
-    if not (ref_dec.size == ref_err.size == n_ref):
-        raise AstrometryError("reference arrays differ in length", where="astrometry.refs")
-    if ref_brightness is not None:
-        ref_brightness = np.asarray(ref_brightness, float).ravel()
-        if ref_brightness.size != n_ref:
-            raise AstrometryError("ref_brightness differs in length", where="astrometry.refs")
-    ny, nx = (int(s) for s in shape)
+    x, y, x_err, y_err, brightness = _vectors(x, y, x_err, y_err, brightness)
+    ref_ra, ref_dec, ref_err = _vectors(ref_ra, ref_dec, ref_err_mas)
+    _check_lengths((x, y, x_err, y_err, brightness), (ref_ra, ref_dec, ref_err))
+    ref_brightness = _reference_brightness(ref_brightness, ref_ra.size)
     cfg = config
-
-    # ---- the first guess's tangent plane (arcsec) about its chip centre
-    centre = ((nx - 1) / 2.0, (ny - 1) / 2.0)
-    ra_c, dec_c = (float(v) for v in initial_wcs.all_pix2world([centre], 0)[0])
-    cd0 = np.asarray(initial_wcs.pixel_scale_matrix, float)
-    pixel_scale = 3600.0 * math.sqrt(abs(np.linalg.det(cd0)))  # arcsec / px
-
-    src_ok = np.isfinite(x) & np.isfinite(y)
-    src_rows = np.flatnonzero(src_ok)
-    if src_rows.size < cfg.min_matches:
-        raise AstrometryError(
-            f"only {src_rows.size} sources to match (need {cfg.min_matches})",
-            where="astrometry.sources",
-        )
-    s_ra, s_dec = initial_wcs.all_pix2world(x[src_rows], y[src_rows], 0)
-    src_xy = _tangent(s_ra, s_dec, ra_c, dec_c)
-    src_sigma = _source_sigma(x_err[src_rows], y_err[src_rows], pixel_scale)
-
-    # reference stars in the footprint searched: the chip, grown by the largest
-    # displacement a first guess within the bounds can cause
-    margin = cfg.max_offset_arcsec / pixel_scale + 0.5 * math.hypot(nx, ny) * (
-        math.radians(cfg.max_rotation_deg) + cfg.max_scale_error
+    frame = tangent_frame(initial_wcs, shape)
+    src = project_sources(x, y, x_err, y_err, initial_wcs, frame, cfg.min_matches)
+    margin = search_margin(frame, cfg)
+    ref = project_references(ref_ra, ref_dec, ref_err, frame, margin, cfg.min_matches)
+    ref_rank = _reference_rank(ref_brightness, ref_err, ref.rows)
+    pattern = _match_brightest(src, ref, brightness[src.rows], ref_rank, frame, margin, cfg)
+    base = sip_distortion(initial_wcs, cfg.sip_order) if cfg.first_guess_distortion else None
+    shift_deg = pattern.shift / 3600.0
+    crval = tuple(float(v) for v in inverse_gnomonic(*shift_deg, frame.ra, frame.dec))
+    points = MatchInputs(
+        x[src.rows], y[src.rows], src.sigma_mas, ref_ra[ref.rows], ref_dec[ref.rows], ref.sigma_mas
     )
-    ref_ok = np.isfinite(ref_ra) & np.isfinite(ref_dec)
-    ref_ok[ref_ok] = _angular_distance(ref_ra[ref_ok], ref_dec[ref_ok], ra_c, dec_c) < 45.0
-    ref_rows = np.flatnonzero(ref_ok)
-    ref_xy = _tangent(ref_ra[ref_rows], ref_dec[ref_rows], ra_c, dec_c)
-    approx_px = (np.linalg.inv(cd0) @ (ref_xy.T / 3600.0)).T  # linear first guess, px from centre
-    in_foot = (np.abs(approx_px[:, 0]) <= nx / 2.0 + margin) & (
-        np.abs(approx_px[:, 1]) <= ny / 2.0 + margin
-    )
-    ref_rows, ref_xy = ref_rows[in_foot], ref_xy[in_foot]
-    n_foot = ref_rows.size
-    if n_foot < cfg.min_matches:
-        raise AstrometryError(
-            f"only {n_foot} reference stars within the footprint (chip + {margin:.0f} px) "
-            f"about ({ra_c:.5f}, {dec_c:.5f}); need at least {cfg.min_matches}",
-            where="astrometry.refs",
-        )
-    ref_sigma = np.where(
-        np.isfinite(ref_err[ref_rows]) & (ref_err[ref_rows] >= 0),
-        ref_err[ref_rows],
-        np.nanmedian(ref_err[ref_rows]) if n_foot else 0.0,
-    )
-    ref_sigma = np.nan_to_num(ref_sigma, nan=10.0)
+    pairs = (pattern.source_index, pattern.ref_index)
+    refined = refine(points, pairs, crval, (frame.ny, frame.nx), cfg, base)
+    return _result(refined, points, src.rows, ref.rows, x.size, pattern, cfg)
 
-    # ---- pattern matching of the brightest
+
+def _vectors(*arrays) -> tuple[np.ndarray, ...]:
+    """Each argument as a flat float64 array (the fit's only input form)."""
+    return tuple(np.asarray(a, float).ravel() for a in arrays)
+
+
+def _check_lengths(sources: tuple[np.ndarray, ...], refs: tuple[np.ndarray, ...]) -> None:
+    """Per-source and per-reference arrays must each share one length."""
+    if any(a.size != sources[0].size for a in sources[1:]):
+        raise AstrometryError("source arrays differ in length", where="astrometry.sources")
+    if any(a.size != refs[0].size for a in refs[1:]):
+        raise AstrometryError("reference arrays differ in length", where="astrometry.refs")
+
+
+def _reference_brightness(ref_brightness, n_ref: int) -> np.ndarray | None:
+    """``ref_brightness`` as a flat float array of one value per reference star, or None."""
+    if ref_brightness is None:
+        return None
+    ref_brightness = np.asarray(ref_brightness, float).ravel()
+    if ref_brightness.size != n_ref:
+        raise AstrometryError("ref_brightness differs in length", where="astrometry.refs")
+    return ref_brightness
+
+
+def _reference_rank(ref_brightness, ref_err: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Larger ranks brighter: the given brightness, else the smaller error (NaN last)."""
+    if ref_brightness is not None:
+        return np.nan_to_num(ref_brightness[rows], nan=-np.inf)
+    return -np.nan_to_num(ref_err[rows], nan=np.inf)
+
+
+def _match_brightest(
+    src: Projected,
+    ref: Projected,
+    src_brightness: np.ndarray,
+    ref_rank: np.ndarray,
+    frame: TangentFrame,
+    margin: float,
+    cfg: AstrometryConfig,
+) -> PatternSolution:
+    """Pattern-match the brightest sources to the brightest footprint references."""
+    nx, ny, pixel_scale = frame.nx, frame.ny, frame.pixel_scale
     area_chip = nx * ny * pixel_scale**2
     area_foot = (nx + 2 * margin) * (ny + 2 * margin) * pixel_scale**2
-    rank_src = np.nan_to_num(brightness[src_rows], nan=-np.inf)
+    rank_src = np.nan_to_num(src_brightness, nan=-np.inf)
     bright_src = np.argsort(-rank_src, kind="stable")[: cfg.n_bright]
-    if ref_brightness is not None:
-        rank_ref = np.nan_to_num(ref_brightness[ref_rows], nan=-np.inf)
-    else:
-        rank_ref = -np.nan_to_num(ref_err[ref_rows], nan=np.inf)
     n_ref_bright = round(REF_PER_SOURCE * cfg.n_bright * area_foot / area_chip)
-    bright_ref = np.argsort(-rank_ref, kind="stable")[:n_ref_bright]
-    pattern = match_pattern(
-        src_xy,
-        ref_xy,
+    bright_ref = np.argsort(-ref_rank, kind="stable")[:n_ref_bright]
+    return match_pattern(
+        src.xy,
+        ref.xy,
         bright_src,
         bright_ref,
-        ref_density=n_foot / area_foot,
+        ref_density=ref.rows.size / area_foot,
         max_offset=cfg.max_offset_arcsec,
         max_rotation_deg=cfg.max_rotation_deg,
         max_scale_error=cfg.max_scale_error,
@@ -265,65 +248,23 @@ def fit_astrometry(
         min_matches=cfg.min_matches,
     )
 
-    # ---- TAN-SIP fits, rejection and re-matching
-    base = sip_distortion(initial_wcs, cfg.sip_order) if cfg.first_guess_distortion else None
-    crval = tuple(float(v) for v in inverse_gnomonic(*(pattern.shift / 3600.0), ra_c, dec_c))
-    pair_src, pair_ref = pattern.source_index, pattern.ref_index
-    radius = cfg.match_radius_arcsec
-    xs, ys = x[src_rows], y[src_rows]
-    rra, rdec = ref_ra[ref_rows], ref_dec[ref_rows]
-    for iteration in range(max(cfg.iterations, 1)):
-        fit, keep = _clipped_fit(
-            xs[pair_src],
-            ys[pair_src],
-            rra[pair_ref],
-            rdec[pair_ref],
-            src_sigma[pair_src],
-            ref_sigma[pair_ref],
-            (ny, nx),
-            crval,
-            cfg,
-            base,
-        )
-        crval = (float(fit.wcs.wcs.crval[0]), float(fit.wcs.wcs.crval[1]))
-        if iteration == cfg.iterations - 1:
-            break
-        # re-match every source with the improved WCS
-        ref_tree = cKDTree(_tangent(rra, rdec, *crval))
-        fit_ra, fit_dec = fit.wcs.all_pix2world(xs, ys, 0)
-        distance = np.hypot(fit.residual_xi_mas[keep], fit.residual_eta_mas[keep]) / 1000.0
-        floor = max(RADIUS_PERCENTILE_FACTOR * np.percentile(distance, 90), RADIUS_FLOOR_ARCSEC)
-        radius = min(
-            cfg.match_radius_arcsec, max(cfg.match_radius_arcsec * RADIUS_SHRINK**iteration, floor)
-        )
-        dist, nearest = ref_tree.query(
-            _tangent(fit_ra, fit_dec, *crval), distance_upper_bound=radius
-        )
-        pair_src, pair_ref = unique_pairs(dist, nearest)
-        if pair_src.size < cfg.min_matches:
-            raise AstrometryError(
-                f"only {pair_src.size} sources within {radius:.2f} arcsec of a reference star "
-                f"after fit {iteration + 1} (need {cfg.min_matches})",
-                where="astrometry.fit",
-            )
 
-    final_src, final_ref = pair_src[keep], pair_ref[keep]
-    fit_ra, fit_dec = fit.wcs.all_pix2world(xs[final_src], ys[final_src], 0)
-    res_ra = _wrap180(fit_ra - rra[final_ref]) * np.cos(np.radians(rdec[final_ref])) * MAS_PER_DEG
-    res_dec = (fit_dec - rdec[final_ref]) * MAS_PER_DEG
+def _result(
+    refined: Refined,
+    points: MatchInputs,
+    src_rows: np.ndarray,
+    ref_rows: np.ndarray,
+    n_src: int,
+    pattern: PatternSolution,
+    cfg: AstrometryConfig,
+) -> AstrometryResult:
+    """The final fit's residuals, checked, with indices into the caller's arrays."""
+    final_src, final_ref = refined.source_index, refined.ref_index
+    fit = refined.fit
+    res_ra, res_dec = _residuals_mas(fit.wcs, points.paired(final_src, final_ref))
     n_matches = int(final_src.size)
     rms = float(np.sqrt(np.mean(res_ra**2 + res_dec**2))) if n_matches else math.inf
-    if n_matches < cfg.min_matches:
-        raise AstrometryError(
-            f"only {n_matches} matches survive the fit (need {cfg.min_matches})",
-            where="astrometry.fit",
-        )
-    if not rms <= cfg.max_rms_mas:
-        raise AstrometryError(
-            f"absurd fit: rms of {n_matches} matches is {rms:.1f} mas "
-            f"(> max_rms_mas = {cfg.max_rms_mas:g})",
-            where="astrometry.fit",
-        )
+    _check_final(n_matches, rms, cfg)
     source_index = src_rows[final_src]
     used = np.zeros(n_src, dtype=bool)
     used[source_index] = True
@@ -338,105 +279,42 @@ def fit_astrometry(
         n_matches=n_matches,
         distortion=fit.distortion,
         fit_order=fit.order,
-        n_refs=n_foot,
+        n_refs=ref_rows.size,
         pattern_shift_arcsec=(float(pattern.shift[0]), float(pattern.shift[1])),
         pattern_rotation_deg=pattern.rotation_deg,
         pattern_scale=pattern.scale,
         pattern_votes=pattern.votes,
         pattern_vote_background=pattern.vote_background,
         pattern_matches=pattern.n_verified,
-        match_radius_arcsec=radius,
+        match_radius_arcsec=refined.match_radius_arcsec,
     )
 
 
-def _clipped_fit(
-    x, y, ra, dec, src_sigma, ref_sigma, shape, crval, cfg: AstrometryConfig, base
-) -> tuple[TanSipFit, np.ndarray]:
-    """Fit, reject beyond ``rejection_sigma`` robust σ of the normalised residuals, refit.
-
-    Rejected pairs may come back when a refit brings them in. Returns the last
-    fit and the pairs it used.
-    """
-    sigma_mas = np.sqrt(src_sigma**2 + ref_sigma**2)
-    weight = 1.0 / sigma_mas**2
-    keep = np.ones(x.size, dtype=bool)
-    fitted = keep
-    for _ in range(8):
-        fit = _select_fit(x, y, ra, dec, np.where(keep, weight, 0.0), shape, crval, cfg, base)
-        normalised = np.hypot(fit.residual_xi_mas, fit.residual_eta_mas) / sigma_mas
-        robust = np.median(normalised[keep]) / RAYLEIGH_MEDIAN
-        new_keep = normalised <= cfg.rejection_sigma * robust
-        if np.array_equal(new_keep, keep) or new_keep.sum() < cfg.min_matches:
-            break
-        crval = (float(fit.wcs.wcs.crval[0]), float(fit.wcs.wcs.crval[1]))
-        keep, fitted = new_keep, keep
-    else:
-        keep = fitted  # the pairs of the last fit
-    return fit, keep
+def _residuals_mas(wcs: WCS, pairs: MatchInputs) -> tuple[np.ndarray, np.ndarray]:
+    """Fit minus reference per pair, mas: (Δα cos δ, Δδ)."""
+    fit_ra, fit_dec = wcs.all_pix2world(pairs.x, pairs.y, 0)
+    res_ra = _wrap180(fit_ra - pairs.ra) * np.cos(np.radians(pairs.dec)) * MAS_PER_DEG
+    res_dec = (fit_dec - pairs.dec) * MAS_PER_DEG
+    return res_ra, res_dec
 
 
-def _select_fit(x, y, ra, dec, weight, shape, crval, cfg: AstrometryConfig, base) -> TanSipFit:
-    """The full polynomial fit, or the first guess's distortion with an affine correction.
-
-    The full fit (order ``sip_order``) is kept when it is better than the
-    first guess's distortion plus an affine map (a model nested in it) by an
-    F-test at ``MODEL_P_VALUE``, or when there is no usable first-guess
-    distortion. Too few pairs for the full order keep the first guess's
-    distortion; without one the order is lowered.
-    """
-    n_pairs = int(np.count_nonzero(weight))
-    order = _order_for(n_pairs, cfg)
-    try:
-        full = None
-        if base is None or order == cfg.sip_order:
-            full = fit_tan_sip(x, y, ra, dec, weight, shape, crval, order, cfg.sip_order)
-        if base is None:
-            return full
-        based = fit_tan_sip(x, y, ra, dec, weight, shape, crval, 1, cfg.sip_order, base=base)
-    except np.linalg.LinAlgError as exc:
-        raise AstrometryError(f"degenerate fit ({exc})", where="astrometry.fit") from exc
-    dof = 2 * n_pairs - (0 if full is None else full.n_parameters)
-    if full is None or dof <= 0 or full.chi2 <= 0:
-        return based
-    extra = full.n_parameters - based.n_parameters
-    f_ratio = max(based.chi2 - full.chi2, 0.0) / extra / (full.chi2 / dof)
-    return full if special.fdtrc(extra, dof, f_ratio) < MODEL_P_VALUE else based
-
-
-def _order_for(n_pairs: int, cfg: AstrometryConfig) -> int:
-    """The fit order: ``sip_order`` unless too few pairs for its coefficients."""
-    order = max(cfg.sip_order, 1)
-    while order > 1 and MATCHES_PER_TERM * n_terms(order) > n_pairs:
-        order -= 1
-    if n_pairs < n_terms(order):
-        raise AstrometryError(f"only {n_pairs} matches to fit", where="astrometry.fit")
-    return order
-
-
-def _source_sigma(x_err, y_err, pixel_scale):
-    """Per-axis centroid error in mas (isotropic); non-finite errors take the median."""
-    var = 0.5 * (np.square(x_err) + np.square(y_err))
-    bad = ~np.isfinite(var) | (var <= 0)
-    if bad.all():
-        var = np.full(var.shape, 0.01)  # 0.1 px: no error given at all
-    elif bad.any():
-        var = np.where(bad, np.median(var[~bad]), var)
-    return np.sqrt(var) * pixel_scale * 1000.0
-
-
-def _tangent(ra, dec, ra0, dec0) -> np.ndarray:
-    xi, eta = gnomonic(ra, dec, ra0, dec0)
-    return np.column_stack([xi, eta]) * 3600.0
-
-
-def _angular_distance(ra, dec, ra0, dec0):
-    ra, dec = np.radians(ra), np.radians(dec)
-    d0 = math.radians(dec0)
-    cos_c = math.sin(d0) * np.sin(dec) + math.cos(d0) * np.cos(dec) * np.cos(ra - math.radians(ra0))
-    return np.degrees(np.arccos(np.clip(cos_c, -1.0, 1.0)))
+def _check_final(n_matches: int, rms: float, cfg: AstrometryConfig) -> None:
+    """Too few matches, or an rms above ``max_rms_mas``, fail the fit."""
+    if n_matches < cfg.min_matches:
+        raise AstrometryError(
+            f"only {n_matches} matches survive the fit (need {cfg.min_matches})",
+            where="astrometry.fit",
+        )
+    if not rms <= cfg.max_rms_mas:
+        raise AstrometryError(
+            f"absurd fit: rms of {n_matches} matches is {rms:.1f} mas "
+            f"(> max_rms_mas = {cfg.max_rms_mas:g})",
+            where="astrometry.fit",
+        )
 
 
 def _wrap180(angle):
+    """Angle differences in degrees folded into [-180, 180)."""
     return (angle + 180.0) % 360.0 - 180.0
 
 

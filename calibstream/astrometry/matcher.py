@@ -29,6 +29,7 @@ combinations (to bound memory), never over sources or pairs.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -101,12 +102,79 @@ def match_pattern(
     (``max_offset``, ``min_pair_length``, ``shift_bin``, ``verify_radius``) in
     arcsec. Raises :class:`AstrometryError` when no candidate is significant.
     """
+    votes = _rotation_scale_votes(
+        src_xy[bright_src],
+        ref_xy[bright_ref],
+        max_rotation_deg,
+        max_scale_error,
+        min_pair_length,
+        angle_bin_deg,
+    )
+    src_all = np.asarray(src_xy, float)
+    verifier = _Verifier(src_all, ref_xy, cKDTree(ref_xy), verify_radius)
+    n_expected = src_all.shape[0] * ref_density * math.pi * verify_radius**2
+    best: PatternSolution | None = None
+    for i, j, n_votes in _significant_cells(votes):
+        rotation, scale = votes.cell(i, j)
+        shift, shift_votes = _vote_shift(
+            src_all[bright_src], ref_xy[bright_ref], rotation, scale, max_offset, shift_bin
+        )
+        (rotation, scale, shift), pairs = verifier.refined(rotation, scale, shift)
+        if best is None or pairs[0].size > best.n_verified:
+            best = PatternSolution(
+                rotation_deg=float(rotation),
+                scale=float(scale),
+                shift=np.asarray(shift, float),
+                source_index=pairs[0],
+                ref_index=pairs[1],
+                votes=n_votes,
+                vote_background=votes.background,
+                shift_votes=shift_votes,
+                n_expected=n_expected,
+            )
+    threshold = max(min_matches, n_expected + 5.0 * math.sqrt(n_expected) + 3.0)
+    if best is None or best.n_verified < threshold:
+        raise _no_solution(best, votes, verify_radius, n_expected, threshold)
+    return best
+
+
+@dataclass(frozen=True, eq=False)
+class _RotationScaleVotes:
+    """The (θ, ln s) votes of pair-pair combinations and their counts in 2×2-cell boxes."""
+
+    theta: np.ndarray  # rad
+    ln_s: np.ndarray
+    box: np.ndarray  # votes per box of 2×2 histogram cells
+    rot_edges: np.ndarray  # the histogram's cell edges in θ ...
+    ln_edges: np.ndarray  # ... and in ln s
+    background: float  # a box's expected votes from random pairs
+
+    def cell(self, i: int, j: int) -> tuple[float, float]:
+        """Median rotation (deg) and scale of the votes in box (i, j)."""
+        inside = (
+            (self.theta >= self.rot_edges[i])
+            & (self.theta < self.rot_edges[i + 2])
+            & (self.ln_s >= self.ln_edges[j])
+            & (self.ln_s < self.ln_edges[j + 2])
+        )
+        rotation = math.degrees(float(np.median(self.theta[inside])))
+        scale = math.exp(float(np.median(self.ln_s[inside])))
+        return rotation, scale
+
+
+def _rotation_scale_votes(
+    src: np.ndarray,
+    ref: np.ndarray,
+    max_rotation_deg: float,
+    max_scale_error: float,
+    min_pair_length: float,
+    angle_bin_deg: float,
+) -> _RotationScaleVotes:
+    """Votes of every bright source pair × reference pair, histogrammed; none is an error."""
     w = math.radians(angle_bin_deg)  # bin width in rotation (rad) and in ln scale
     rot_max = math.radians(max_rotation_deg)
     ln_max = max(math.log1p(max_scale_error), -math.log1p(-max_scale_error))
-    theta, ln_s = _pair_votes(
-        src_xy[bright_src], ref_xy[bright_ref], rot_max + w, ln_max + w, min_pair_length
-    )
+    theta, ln_s = _pair_votes(src, ref, rot_max + w, ln_max + w, min_pair_length)
     if theta.size == 0:
         raise AstrometryError(
             "no pair of bright sources matches a pair of reference stars in length "
@@ -124,65 +192,72 @@ def match_pattern(
     box = hist[:-1, :-1] + hist[1:, :-1] + hist[:-1, 1:] + hist[1:, 1:]  # 2×2 cells
     # random coincidences spread evenly over the (θ, ln s) region kept
     background = theta.size * (2 * w) ** 2 / ((2 * (rot_max + w)) * (2 * (ln_max + w)))
+    return _RotationScaleVotes(theta, ln_s, box, rot_edges, ln_edges, background)
 
-    src_all = np.asarray(src_xy, float)
-    ref_tree = cKDTree(ref_xy)
-    n_expected = src_all.shape[0] * ref_density * math.pi * verify_radius**2
-    best: PatternSolution | None = None
-    suppressed = box.copy()
+
+def _significant_cells(votes: _RotationScaleVotes) -> Iterator[tuple[int, int, float]]:
+    """Up to ``N_CANDIDATES`` boxes (i, j, votes), best first, that random pairs cannot explain.
+
+    A box's neighbours are suppressed once it is taken; the first box within
+    random fluctuations ends the candidates.
+    """
+    suppressed = votes.box.copy()
     for _ in range(N_CANDIDATES):
         i, j = np.unravel_index(np.argmax(suppressed), suppressed.shape)
-        votes = float(box[i, j])
-        if votes <= 0:
-            break
+        n_votes = float(votes.box[i, j])
+        if n_votes <= 0:
+            return
         suppressed[max(i - 2, 0) : i + 3, max(j - 2, 0) : j + 3] = -1.0
-        false_alarm = box.size * float(special.pdtrc(votes - 1.0, background))
+        false_alarm = votes.box.size * float(special.pdtrc(n_votes - 1.0, votes.background))
         if false_alarm > VOTE_FALSE_ALARM:
-            break  # this cell and all lower ones are within random fluctuations
-        inside = (
-            (theta >= rot_edges[i])
-            & (theta < rot_edges[i + 2])
-            & (ln_s >= ln_edges[j])
-            & (ln_s < ln_edges[j + 2])
-        )
-        rotation = math.degrees(float(np.median(theta[inside])))
-        scale = math.exp(float(np.median(ln_s[inside])))
-        shift, shift_votes = _vote_shift(
-            src_all[bright_src], ref_xy[bright_ref], rotation, scale, max_offset, shift_bin
-        )
-        pairs = _verify(src_all, ref_tree, rotation, scale, shift, verify_radius)
+            return  # this cell and all lower ones are within random fluctuations
+        yield i, j, n_votes
+
+
+@dataclass(frozen=True, eq=False)
+class _Verifier:
+    """Matches of all sources, moved by a candidate similarity, to all reference stars."""
+
+    src: np.ndarray
+    ref: np.ndarray
+    ref_tree: cKDTree
+    radius: float
+
+    def pairs(self, rotation, scale, shift) -> tuple[np.ndarray, np.ndarray]:
+        """One-to-one (source, reference) rows within ``radius`` under the similarity."""
+        return _verify(self.src, self.ref_tree, rotation, scale, shift, self.radius)
+
+    def refined(self, rotation, scale, shift):
+        """The similarity and its pairs; a least-squares refit if it verifies as many or more."""
+        pairs = self.pairs(rotation, scale, shift)
         if pairs[0].size >= 3:  # refine with a least-squares similarity, re-verify
-            refined = _fit_similarity(src_all[pairs[0]], ref_xy[pairs[1]])
-            refined_pairs = _verify(src_all, ref_tree, *refined, verify_radius)
+            refined = _fit_similarity(self.src[pairs[0]], self.ref[pairs[1]])
+            refined_pairs = self.pairs(*refined)
             if refined_pairs[0].size >= pairs[0].size:
-                (rotation, scale, shift), pairs = refined, refined_pairs
-        if best is None or pairs[0].size > best.n_verified:
-            best = PatternSolution(
-                rotation_deg=float(rotation),
-                scale=float(scale),
-                shift=np.asarray(shift, float),
-                source_index=pairs[0],
-                ref_index=pairs[1],
-                votes=votes,
-                vote_background=background,
-                shift_votes=shift_votes,
-                n_expected=n_expected,
-            )
-    threshold = max(min_matches, n_expected + 5.0 * math.sqrt(n_expected) + 3.0)
-    if best is None or best.n_verified < threshold:
-        if best is None:
-            found = (
-                f"the best rotation/scale vote, {box.max():.0f} pairs where "
-                f"{background:.1f} are expected by chance, is not significant"
-            )
-        else:
-            found = (
-                f"the best candidate gives {best.n_verified} matches within "
-                f"{verify_radius:.2f} arcsec where {n_expected:.1f} are expected by chance "
-                f"(need {threshold:.0f})"
-            )
-        raise AstrometryError(f"no consistent pattern solution: {found}", where="astrometry.match")
-    return best
+                return refined, refined_pairs
+        return (rotation, scale, shift), pairs
+
+
+def _no_solution(
+    best: PatternSolution | None,
+    votes: _RotationScaleVotes,
+    verify_radius: float,
+    n_expected: float,
+    threshold: float,
+) -> AstrometryError:
+    """The error saying why no candidate stands out: no vote, or too few verified matches."""
+    if best is None:
+        found = (
+            f"the best rotation/scale vote, {votes.box.max():.0f} pairs where "
+            f"{votes.background:.1f} are expected by chance, is not significant"
+        )
+    else:
+        found = (
+            f"the best candidate gives {best.n_verified} matches within "
+            f"{verify_radius:.2f} arcsec where {n_expected:.1f} are expected by chance "
+            f"(need {threshold:.0f})"
+        )
+    return AstrometryError(f"no consistent pattern solution: {found}", where="astrometry.match")
 
 
 def _pair_votes(src, ref, rot_lim, ln_lim, min_length):

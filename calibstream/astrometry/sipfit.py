@@ -166,21 +166,50 @@ def fit_tan_sip(
     ny, nx = shape
     centre = np.array([(nx - 1) / 2.0, (ny - 1) / 2.0])
     scale = max(nx, ny) / 2.0
+    features = _features(centre, base)
+    terms = poly_terms(order)
+    design = _design(*features(x, y), terms, scale)
+    root_w = np.sqrt(np.asarray(weight, float))
+    coeffs, crval, xi, eta = _fit_about_crval(design, root_w, ra, dec, crval)
+    model = design @ coeffs
+    residual_xi = (model[:, 0] - xi) * MAS_PER_DEG
+    residual_eta = (model[:, 1] - eta) * MAS_PER_DEG
+    chi2 = float(np.sum(np.square(root_w) * (residual_xi**2 + residual_eta**2)))
+    n_parameters = 2 * len(terms)
+
+    size = max(order, sip_order or order, 2) + 1
+    if base is not None:  # the same mapping as a polynomial of pixel offsets, on a grid
+        terms, coeffs = _pixel_polynomial(features, terms, coeffs, centre, scale, shape, size)
+    cd, sip_a, sip_b = _cd_and_sip(terms, coeffs, scale, size)
+    wcs = make_tan_sip(crval, cd, sip_a, sip_b, shape)
+    distortion = "fitted" if base is None else "first guess"
+    return TanSipFit(wcs, order, residual_xi, residual_eta, chi2, n_parameters, distortion)
+
+
+def _features(centre: np.ndarray, base: Distortion | None) -> Distortion:
+    """Pixels → the offsets fitted: from CRPIX, or ``base``'s focal plane about its centre."""
     if base is None:
 
         def features(px, py):
             return np.asarray(px, float) - centre[0], np.asarray(py, float) - centre[1]
 
-    else:
-        base_centre = np.array(base(centre[:1], centre[1:])).ravel()
+        return features
+    base_centre = np.array(base(centre[:1], centre[1:])).ravel()
 
-        def features(px, py):
-            fu, fv = base(px, py)
-            return fu - base_centre[0], fv - base_centre[1]
+    def based(px, py):
+        fu, fv = base(px, py)
+        return fu - base_centre[0], fv - base_centre[1]
 
-    terms = poly_terms(order)
-    design = _design(*features(x, y), terms, scale)
-    root_w = np.sqrt(np.asarray(weight, float))
+    return based
+
+
+def _fit_about_crval(
+    design: np.ndarray, root_w: np.ndarray, ra, dec, crval: tuple[float, float]
+) -> tuple[np.ndarray, tuple[float, float], np.ndarray, np.ndarray]:
+    """Coefficients of (ξ, η) with CRVAL moved onto the fit's constant term (then zeroed).
+
+    Returns the coefficients, CRVAL, and the references' (ξ, η) about it.
+    """
     fit_rows = root_w > 0
     a_mat = design[fit_rows] * root_w[fit_rows, None]
     crval = (float(crval[0]) % 360.0, float(crval[1]))
@@ -194,19 +223,35 @@ def fit_tan_sip(
         ra0, dec0 = inverse_gnomonic(shift[0], shift[1], *crval)
         crval = (float(ra0), float(dec0))
     coeffs[0] = 0.0  # the constant is CRVAL's now
-    model = design @ coeffs
-    residual_xi = (model[:, 0] - xi) * MAS_PER_DEG
-    residual_eta = (model[:, 1] - eta) * MAS_PER_DEG
-    chi2 = float(np.sum(np.square(root_w) * (residual_xi**2 + residual_eta**2)))
-    n_parameters = 2 * len(terms)
+    return coeffs, crval, xi, eta
 
-    size = max(order, sip_order or order, 2) + 1
-    if base is not None:  # the same mapping as a polynomial of pixel offsets, on a grid
-        gx, gy = np.meshgrid(np.linspace(0, nx - 1, 24), np.linspace(0, ny - 1, 24))
-        gx, gy = gx.ravel(), gy.ravel()
-        values = _design(*features(gx, gy), terms, scale) @ coeffs
-        terms = poly_terms(size - 1)
-        coeffs = least_squares(_design(gx - centre[0], gy - centre[1], terms, scale), values)
+
+def _pixel_polynomial(
+    features: Distortion,
+    terms: list[tuple[int, int]],
+    coeffs: np.ndarray,
+    centre: np.ndarray,
+    scale: float,
+    shape: tuple[int, int],
+    size: int,
+) -> tuple[list[tuple[int, int]], np.ndarray]:
+    """A fit through ``features`` re-expressed in pixel offsets, of order ``size - 1``.
+
+    Fitted without noise on a 24 × 24 grid over the chip.
+    """
+    ny, nx = shape
+    gx, gy = np.meshgrid(np.linspace(0, nx - 1, 24), np.linspace(0, ny - 1, 24))
+    gx, gy = gx.ravel(), gy.ravel()
+    values = _design(*features(gx, gy), terms, scale) @ coeffs
+    terms = poly_terms(size - 1)
+    coeffs = least_squares(_design(gx - centre[0], gy - centre[1], terms, scale), values)
+    return terms, coeffs
+
+
+def _cd_and_sip(
+    terms: list[tuple[int, int]], coeffs: np.ndarray, scale: float, size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CD (the linear terms) and SIP A, B (the rest through CD⁻¹) of a fit in scaled offsets."""
     # coefficient of u^p v^q in degrees per pixel^(p+q)
     poly_xi = np.zeros((size, size))
     poly_eta = np.zeros((size, size))
@@ -223,9 +268,7 @@ def fit_tan_sip(
             if p + q < 2:
                 nonlinear[:, p, q] = 0.0
     sip_a, sip_b = np.einsum("ij,jpq->ipq", inv_cd, nonlinear)
-    wcs = make_tan_sip(crval, cd, sip_a, sip_b, shape)
-    distortion = "fitted" if base is None else "first guess"
-    return TanSipFit(wcs, order, residual_xi, residual_eta, chi2, n_parameters, distortion)
+    return cd, sip_a, sip_b
 
 
 def make_tan_sip(
