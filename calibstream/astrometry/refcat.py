@@ -5,10 +5,11 @@
     ref = load_refcat(Path("refcat/gaia"), ra, dec, radius, shard_cache=cache)
     ref = propagate_to_epoch(ref, mjd_obs)
 
-The store's layout and the input rules are described in :mod:`.refcat_store`;
-the proper-motion model in :mod:`.propermotion`. ``shard_cache`` is anything
-with ``get(key) -> bytes | None`` and ``set(key, bytes)`` (Redis in the
-streaming service; nothing here imports it). Keys are
+The store's layout is described in :mod:`.refcat_store`, the input rules in
+:mod:`.refcat_inputs`, the ingest in :mod:`.refcat_ingest`; the proper-motion
+model in :mod:`.propermotion`. ``shard_cache`` is anything with
+``get(key) -> bytes | None`` and ``set(key, bytes)`` (Redis in the streaming
+service; nothing here imports it). Keys are
 ``calibstream:refcat:<sha256 of the shard>``: content addresses, so a re-ingest
 can never serve a stale shard, and a cached value is checked against its hash
 before use.
@@ -27,6 +28,7 @@ import numpy as np
 from astropy import units as u
 
 from calibstream.astrometry.propermotion import grow_errors, julian_year, propagate_positions
+from calibstream.astrometry.refcat_ingest import ingest_refcat
 from calibstream.astrometry.refcat_store import (
     BASE_COLUMNS,
     FILL,
@@ -34,7 +36,6 @@ from calibstream.astrometry.refcat_store import (
     SourceReport,
     bands_of,
     healpix,
-    ingest_refcat,
     read_manifest,
     read_shard,
     shard_name,

@@ -21,6 +21,10 @@ Inputs follow shared/contracts/reference-catalog.md. Column names are matched
 case-insensitively (FITS names are), units are checked where the file carries
 them, and every violation is a :class:`~calibstream.errors.RefcatError` whose
 ``where`` is ``<file name>:<column>``.
+
+This module holds the store's column model, its shard files and its manifest;
+reading and validating inputs is :mod:`calibstream.astrometry.refcat_inputs`,
+the ingest itself :mod:`calibstream.astrometry.refcat_ingest`.
 """
 
 from __future__ import annotations
@@ -28,22 +32,15 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
-import shutil
-import tempfile
-import time
-import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from astropy import units as u
 from astropy.io import fits
 
 from calibstream.errors import RefcatError
-from calibstream.io.fitsio import atomic_write_bytes
 
 FORMAT = "calibstream-refcat"
 FORMAT_VERSION = 1
@@ -80,30 +77,7 @@ STORE_UNITS = {
 #: Value written for rows whose input file lacks a column: proper motions are 0
 #: when absent (the contract); everything else is unknown (NaN).
 FILL = {"pmra": 0.0, "pmdec": 0.0}
-_EXPECTED_UNIT = {
-    "ra": u.deg,
-    "dec": u.deg,
-    "ra_err": u.mas,
-    "dec_err": u.mas,
-    "pmra": u.mas / u.yr,
-    "pmdec": u.mas / u.yr,
-    "pmra_err": u.mas / u.yr,
-    "pmdec_err": u.mas / u.yr,
-    "epoch": u.yr,
-}
-_MAG_UNIT_STRINGS = {"mag", "abmag", "magab", "mag(ab)", "ab mag"}
 _BAND = re.compile(r"^([a-z0-9_]+?)_mag(_err)?$")
-_SUFFIXES = {
-    ".fits": "fits",
-    ".fit": "fits",
-    ".fts": "fits",
-    ".fits.gz": "fits",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-    ".csv": "csv",
-    ".csv.gz": "csv",
-    ".ecsv": "ecsv",
-}
 FITS_BLOCK = 2880
 
 
@@ -160,254 +134,6 @@ def bands_of(columns: Sequence[str]) -> list[str]:
 
 def store_unit(name: str) -> str:
     return STORE_UNITS.get(name, "mag" if column_kind(name)[0] != "base" else "")
-
-
-# --------------------------------------------------------------------------- reading inputs
-
-
-@dataclass
-class _Raw:
-    """One input table as plain arrays, names lower-cased, before validation."""
-
-    values: dict[str, np.ndarray]
-    units: dict[str, str | None]
-    nulls: dict[str, np.ndarray | None]  # bool mask of missing values, or None
-    rows: int
-
-
-def _format_of(path: Path) -> str:
-    name = path.name.lower()
-    for suffix in sorted(_SUFFIXES, key=len, reverse=True):
-        if name.endswith(suffix):
-            return _SUFFIXES[suffix]
-    raise RefcatError(
-        f"unknown file type (expected one of {', '.join(sorted(_SUFFIXES))})", where=str(path)
-    )
-
-
-def _read_input(path: Path) -> _Raw:
-    fmt = _format_of(path)
-    if not path.is_file():
-        raise RefcatError("no such file", where=str(path))
-    try:
-        if fmt in ("parquet", "csv"):
-            return _read_arrow(path, fmt)
-        return _read_astropy(path, fmt)
-    except RefcatError:
-        raise
-    except Exception as exc:  # any reader failure is a bad input, said in words
-        raise RefcatError(f"cannot read as {fmt} ({exc})", where=str(path)) from exc
-
-
-def _read_astropy(path: Path, fmt: str) -> _Raw:
-    from astropy.table import Table
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # unparsable units come back as UnrecognizedUnit
-        table = Table.read(path, format="fits" if fmt == "fits" else "ascii.ecsv")
-    values, units, nulls = {}, {}, {}
-    for name in table.colnames:
-        col = table[name]
-        key = _lower(path, name, values)
-        data = np.ma.getdata(col)
-        mask = np.ma.getmaskarray(col) if np.ma.is_masked(col) else None
-        if data.ndim != 1:
-            raise RefcatError(f"column {name!r} is not scalar per row", where=f"{path.name}:{key}")
-        values[key] = np.asarray(data)
-        units[key] = None if col.unit is None else col.unit.to_string()
-        nulls[key] = mask
-    return _Raw(values, units, nulls, len(table))
-
-
-def _read_arrow(path: Path, fmt: str) -> _Raw:
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(path) if fmt == "parquet" else pacsv.read_csv(path)
-    units = _arrow_units(table.schema)
-    values, nulls, out_units = {}, {}, {}
-    for name in table.column_names:
-        key = _lower(path, name, values)
-        column = table.column(name)
-        if pa.types.is_nested(column.type):
-            raise RefcatError(f"column {name!r} is not scalar per row", where=f"{path.name}:{key}")
-        mask = None
-        if column.null_count:
-            mask = column.is_null().to_numpy(zero_copy_only=False)
-        values[key] = column.to_numpy()
-        out_units[key] = units.get(name)
-        nulls[key] = mask
-    return _Raw(values, out_units, nulls, table.num_rows)
-
-
-def _arrow_units(schema) -> dict[str, str]:
-    """Units a Parquet file carries: astropy's table_meta_yaml, or a field's ``unit`` key."""
-    units: dict[str, str] = {}
-    for field in schema:
-        if field.metadata and b"unit" in field.metadata:
-            units[field.name] = field.metadata[b"unit"].decode()
-    meta = schema.metadata or {}
-    if b"table_meta_yaml" in meta:
-        from astropy.table.meta import get_header_from_yaml
-
-        header = get_header_from_yaml(meta[b"table_meta_yaml"].decode().split("\n"))
-        for entry in header.get("datatype", []):
-            if entry.get("unit") is not None:
-                units[entry["name"]] = str(entry["unit"])
-    return units
-
-
-def _lower(path: Path, name: str, seen: dict) -> str:
-    key = name.strip().lower()
-    if key in seen:
-        raise RefcatError(
-            f"two columns named {key!r} (names are case-insensitive)", where=f"{path.name}:{key}"
-        )
-    return key
-
-
-# --------------------------------------------------------------------------- validation
-
-
-def _check_unit(path: Path, name: str, unit: str | None) -> None:
-    if unit is None or not unit.strip():
-        return
-    where = f"{path.name}:{name}"
-    kind = column_kind(name)[0]
-    parsed = u.Unit(unit, parse_strict="silent")
-    if kind in ("mag", "mag_err"):
-        text = unit.strip().lower()
-        if text in _MAG_UNIT_STRINGS or parsed in (u.mag, u.ABmag, u.dimensionless_unscaled):
-            return
-        raise RefcatError(f"column {name!r} has unit {unit!r}; expected mag or AB mag", where=where)
-    if isinstance(parsed, u.UnrecognizedUnit):
-        raise RefcatError(f"column {name!r} has an unknown unit {unit!r}", where=where)
-    if parsed == u.dimensionless_unscaled:
-        return
-    expected = _EXPECTED_UNIT.get(name)
-    if expected is None:  # id
-        raise RefcatError(f"column {name!r} must be unitless, not {unit!r}", where=where)
-    if parsed != expected:
-        raise RefcatError(
-            f"column {name!r} has unit {unit!r}; the contract requires {expected.to_string()}",
-            where=where,
-        )
-
-
-def _validate(path: Path, raw: _Raw) -> tuple[dict[str, np.ndarray], list[str]]:
-    """The contract's columns as int64/float64 arrays, and the names ignored."""
-    names = set(raw.values)
-    for name in REQUIRED_COLUMNS:
-        if name not in names:
-            raise RefcatError(f"required column {name!r} is missing", where=f"{path.name}:{name}")
-    has_pm = [c for c in PM_COLUMNS if c in names]
-    if has_pm:
-        for name in PM_COLUMNS:
-            if name not in names:
-                raise RefcatError(
-                    f"column {name!r} is missing while {has_pm[0]!r} is given",
-                    where=f"{path.name}:{name}",
-                )
-        if "epoch" not in names:
-            raise RefcatError(
-                "column 'epoch' is required when proper motions are given",
-                where=f"{path.name}:epoch",
-            )
-    kept, ignored = [], []
-    for name in sorted(names):
-        kind, band = column_kind(name)
-        if kind == "other":
-            ignored.append(name)
-            continue
-        if kind == "mag_err" and f"{band}_mag" not in names:
-            raise RefcatError(
-                f"column {name!r} is given without {band + '_mag'!r}", where=f"{path.name}:{name}"
-            )
-        kept.append(name)
-    out: dict[str, np.ndarray] = {}
-    for name in kept:
-        where = f"{path.name}:{name}"
-        _check_unit(path, name, raw.units.get(name))
-        data, nulls = raw.values[name], raw.nulls.get(name)
-        if name == "id":
-            out[name] = _ids(path, data, nulls)
-            continue
-        if data.dtype.kind not in "biuf":
-            raise RefcatError(f"column {name!r} is not numeric (dtype {data.dtype})", where=where)
-        values = np.asarray(data, dtype=np.float64)
-        missing = np.isnan(values)
-        if nulls is not None:
-            missing |= nulls
-        if missing.any():
-            values = values.copy()
-            values[missing] = np.nan  # one NaN bit pattern, whatever the input wrote
-        out[name] = values
-    for name in ("ra", "dec"):
-        bad = ~np.isfinite(out[name])
-        if bad.any():
-            first = int(np.argmax(bad))
-            raise RefcatError(
-                f"column {name!r} has {int(bad.sum())} missing or non-finite values "
-                f"(first at row {first} counting from 0, id {int(out['id'][first])})",
-                where=f"{path.name}:{name}",
-            )
-    outside = np.abs(out["dec"]) > 90.0
-    if outside.any():
-        raise RefcatError(
-            f"column 'dec' has {int(outside.sum())} values outside [-90, 90] "
-            f"(first at row {int(np.argmax(outside))})",
-            where=f"{path.name}:dec",
-        )
-    ra = np.mod(out["ra"], 360.0)
-    ra[ra >= 360.0] = 0.0  # -1e-17 % 360 rounds to 360
-    out["ra"] = ra
-    if has_pm:
-        pmra, pmdec = out["pmra"], out["pmdec"]
-        moving = np.isfinite(pmra) & np.isfinite(pmdec) & ((pmra != 0) | (pmdec != 0))
-        bad = moving & ~np.isfinite(out["epoch"])
-        if bad.any():
-            raise RefcatError(
-                f"column 'epoch' is missing or non-finite for {int(bad.sum())} rows with a "
-                f"proper motion (first at row {int(np.argmax(bad))})",
-                where=f"{path.name}:epoch",
-            )
-    _check_unique(out["id"], f"{path.name}:id")
-    return out, ignored
-
-
-def _ids(path: Path, data: np.ndarray, nulls: np.ndarray | None) -> np.ndarray:
-    where = f"{path.name}:id"
-    if nulls is not None and nulls.any():
-        raise RefcatError(
-            f"column 'id' has {int(nulls.sum())} missing values (first at row "
-            f"{int(np.argmax(nulls))})",
-            where=where,
-        )
-    if data.dtype.kind not in "iu":
-        raise RefcatError(f"column 'id' must be integer, not {data.dtype}", where=where)
-    if data.dtype.kind == "u" and data.size and data.max() > np.iinfo(np.int64).max:
-        raise RefcatError("column 'id' has values beyond int64", where=where)
-    return data.astype(np.int64)
-
-
-def _check_unique(ids: np.ndarray, where: str, origins: list[str] | None = None) -> None:
-    if ids.size < 2:
-        return
-    order = np.argsort(ids, kind="stable")
-    ordered = ids[order]
-    same = ordered[1:] == ordered[:-1]
-    if same.any():
-        first = int(np.argmax(same))
-        value = int(ordered[first])
-        extra = ""
-        if origins is not None:
-            files = sorted({origins[order[first]], origins[order[first + 1]]})
-            extra = f" (in {' and '.join(files)})"
-        raise RefcatError(
-            f"column 'id' is not unique: {int(same.sum())} duplicates, e.g. id {value}{extra}",
-            where=where,
-        )
 
 
 # --------------------------------------------------------------------------- shard files
@@ -571,10 +297,11 @@ def shard_name(pixel: int, nside: int) -> str:
     return f"{pixel:0{width}d}.fits"
 
 
-# --------------------------------------------------------------------------- ingest
+# --------------------------------------------------------------------------- sharding
 
 
 def healpix(nside: int):
+    """The HEALPix grid shards are cut on (nested, ICRS); ``nside`` must be a power of 2."""
     from astropy.coordinates import ICRS
     from astropy_healpix import HEALPix
 
@@ -583,166 +310,44 @@ def healpix(nside: int):
     return HEALPix(nside=int(nside), order=ORDERING, frame=ICRS())
 
 
-def ingest_refcat(paths: Sequence[Path], store: Path, nside: int = 32) -> IngestReport:
-    """Validate the input tables and write them as one sharded store at ``store``.
+@dataclass(frozen=True, eq=False)
+class Shards:
+    """A catalog cut into its shards: rows sorted by (pixel, id), one entry per shard."""
 
-    The store holds exactly these inputs afterwards (an existing store there is
-    replaced, atomically). Several files make one catalog: their columns are
-    united (a column a file lacks is NaN for its rows, proper motions 0) and
-    ids must be unique across all of them.
-    """
-    start = time.perf_counter()
-    hp = healpix(nside)
-    store = Path(store)
-    paths = [Path(p) for p in paths]
-    if not paths:
-        raise RefcatError("no input files given", where=str(store))
+    writer: _ShardWriter
+    records: np.ndarray  # every row, in shard order
+    starts: np.ndarray  # first row of each shard
+    entries: list[dict]  # per shard: pixel, rows, sha256 (as the manifest lists them)
+    nside: int
 
-    tables, sources, origins = [], [], []
-    for path in paths:
-        columns, ignored = _validate(path, _read_input(path))
-        tables.append(columns)
-        sources.append(SourceReport(path, len(columns["id"]), _sha256_file(path), tuple(ignored)))
-        origins.append(path.name)
-    present = canonical_order(set().union(*(t.keys() for t in tables)))
-    merged = _merge(tables, present)
-    if len(tables) > 1:
-        file_of = np.repeat(np.arange(len(tables)), [len(t["id"]) for t in tables])
-        _check_unique_across(merged["id"], file_of, origins)
+    def files(self) -> Iterator[tuple[str, bytes]]:
+        """(file name, FITS bytes) of every shard, built again (not kept in memory)."""
+        for lo, entry in zip(self.starts, self.entries, strict=True):
+            data = self.writer.shard(self.records[lo : lo + entry["rows"]], entry["pixel"])
+            yield shard_name(entry["pixel"], self.nside), data
 
-    pixels = hp.lonlat_to_healpix(merged["ra"] * u.deg, merged["dec"] * u.deg).astype(np.int64)
-    order = np.lexsort((merged["id"], pixels))
+
+def shard_catalog(
+    columns: dict[str, np.ndarray], present: list[str], pixels: np.ndarray, nside: int
+) -> Shards:
+    """The catalog's rows cut by HEALPix ``pixels``, each shard's bytes hashed once."""
+    order = np.lexsort((columns["id"], pixels))
     writer = _ShardWriter(present, nside)
-    rec = writer.records(merged, order)
+    rec = writer.records(columns, order)
     pixels = pixels[order]
     bounds = np.flatnonzero(np.diff(pixels)) + 1
     starts = np.concatenate(([0], bounds)) if pixels.size else np.empty(0, np.int64)
     stops = np.concatenate((bounds, [pixels.size])) if pixels.size else np.empty(0, np.int64)
-
-    # Pass 1: each shard's bytes and hash; the folder is named by their digest.
-    shards = []
+    entries = []
     for lo, hi in zip(starts, stops, strict=True):
         pixel = int(pixels[lo])
         data = writer.shard(rec[lo:hi], pixel)
-        shards.append({"pixel": pixel, "rows": int(hi - lo), "sha256": _sha256(data)})
-    units = {c: store_unit(c) for c in present}
-    digest = _sha256(
-        json.dumps([nside, ORDERING, present, units, shards], sort_keys=True).encode()
-    )[:16]
-    shard_dir = f"shards-{digest}"
-
-    # Pass 2, unless the same shards are live already: write them beside, then rename.
-    store.mkdir(parents=True, exist_ok=True)
-    _remove_leftovers(store, keep=None, prefixes=(".ingest-", ".trash-"))
-    if not (store / shard_dir).is_dir():
-        tmp = Path(tempfile.mkdtemp(dir=store, prefix=".ingest-"))
-        try:
-            for lo, entry in zip(starts, shards, strict=True):
-                data = writer.shard(rec[lo : lo + entry["rows"]], entry["pixel"])
-                (tmp / shard_name(entry["pixel"], nside)).write_bytes(data)
-            os.sync()  # all shards on disk before the folder goes live (one call, not per file)
-            os.rename(tmp, store / shard_dir)
-            _fsync_dir(store)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-
-    manifest = {
-        "format": FORMAT,
-        "version": FORMAT_VERSION,
-        "nside": nside,
-        "ordering": ORDERING,
-        "frame": "icrs",
-        "shard_dir": shard_dir,
-        "columns": present,
-        "units": units,
-        "bands": bands_of(present),
-        "rows": int(pixels.size),
-        "sources": [
-            {
-                "path": str(s.path.resolve()),
-                "rows": s.rows,
-                "sha256": s.sha256,
-                "ignored_columns": list(s.ignored_columns),
-            }
-            for s in sources
-        ],
-        "shards": shards,
-    }
-    atomic_write_bytes((json.dumps(manifest, indent=1) + "\n").encode(), store / MANIFEST)
-    _remove_leftovers(store, keep=shard_dir, prefixes=("shards-",))
-    return IngestReport(
-        store=store,
-        manifest=store / MANIFEST,
-        shard_dir=shard_dir,
-        nside=nside,
-        rows=int(pixels.size),
-        shards=len(shards),
-        columns=tuple(present),
-        bands=tuple(bands_of(present)),
-        sources=tuple(sources),
-        seconds=time.perf_counter() - start,
-    )
-
-
-def _merge(tables: list[dict[str, np.ndarray]], present: list[str]) -> dict[str, np.ndarray]:
-    """One table from several: columns united, a file's absent column filled (FILL or NaN)."""
-    if len(tables) == 1:
-        return tables[0]
-    merged = {}
-    for name in present:
-        parts = [
-            t[name] if name in t else np.full(len(t["id"]), FILL.get(name, np.nan)) for t in tables
-        ]
-        merged[name] = np.concatenate(parts)
-    return merged
-
-
-def _check_unique_across(ids: np.ndarray, file_of: np.ndarray, names: list[str]) -> None:
-    origins = [names[i] for i in file_of] if ids.size < 1000 else None
-    try:
-        _check_unique(ids, "id", origins)
-    except RefcatError:
-        if origins is not None:
-            raise
-        origins = [names[i] for i in file_of]  # slow path only to name the files
-        _check_unique(ids, "id", origins)
-
-
-def _remove_leftovers(store: Path, keep: str | None, prefixes: tuple[str, ...]) -> None:
-    """Remove older shard folders and debris of killed ingests (renamed away first)."""
-    for entry in store.iterdir():
-        if entry.name == keep or not entry.is_dir() or not entry.name.startswith(prefixes):
-            continue
-        if entry.name.startswith(".trash-"):
-            shutil.rmtree(entry, ignore_errors=True)
-            continue
-        trash = store / f".trash-{entry.name.lstrip('.')}-{os.getpid()}"
-        try:
-            os.rename(entry, trash)
-        except OSError:
-            continue
-        shutil.rmtree(trash, ignore_errors=True)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        entries.append({"pixel": pixel, "rows": int(hi - lo), "sha256": _sha256(data)})
+    return Shards(writer, rec, starts, entries, nside)
 
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------- manifest
