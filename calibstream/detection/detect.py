@@ -99,7 +99,27 @@ def detect_sources(
     image = np.ascontiguousarray(image, dtype=np.float32)
     if invalid is None:
         invalid = np.zeros(image.shape, dtype=bool)
-    common = {
+    if config.filter == "psf":
+        found, segmap, significance = _detect_matched(image, variance, invalid, psf, config)
+    else:
+        found, segmap, significance = _detect_kernel(image, variance, invalid, config)
+    deblended = (found["flag"] & sep.OBJ_MERGED) != 0
+    objects = found
+    if config.filter == "psf" and len(found):
+        # The footprints came from the S/N image; measure them on the real pixels.
+        objects = footprint_moments(image, segmap, found)
+    return Detections(
+        objects=objects,
+        segmap=segmap.astype(np.int32, copy=False),
+        deblended=deblended,
+        family=_families(segmap, found),
+        significance=np.asarray(significance, dtype=float),
+    )
+
+
+def _extract_options(config: DetectionConfig) -> dict:
+    """sep.extract's arguments shared by both detection schemes."""
+    return {
         "minarea": config.min_area,
         "deblend_nthresh": config.deblend_nthresh,
         "deblend_cont": config.deblend_cont,
@@ -107,50 +127,54 @@ def detect_sources(
         "clean_param": config.clean_param,
         "segmentation_map": True,
     }
-    if config.filter == "psf":
-        if psf is None:
-            raise ValueError("PSF-matched detection needs a PSF model")
-        var = (
-            np.broadcast_to(np.float32(variance), image.shape)
-            if np.isscalar(variance)
-            else variance
-        )
-        detection = matched_filter_snr(image, var, invalid, psf)
-        # Threshold the S/N field's sub-pixel maximum, not its value at the nearest pixel
-        # centre (which loses ~4% for an off-centre source): find candidates a little
-        # lower, refine each peak, keep those whose refined peak reaches the threshold.
-        prethreshold = config.threshold - PEAK_REFINEMENT_MARGIN
-        found, segmap = sep.extract(detection, prethreshold, filter_kernel=None, **common)
-        significance = refined_peaks(detection, found["xcpeak"], found["ycpeak"])
-        keep = significance >= config.threshold
-        found, segmap, significance = found[keep], _renumbered(segmap, keep), significance[keep]
-    else:
-        kernel = np.asarray(config.kernel, dtype=np.float32)
-        noise = _noise_args(variance)
-        found, segmap = sep.extract(
-            image,
-            config.threshold,
-            mask=invalid,
-            filter_kernel=kernel,
-            filter_type="conv",
-            **noise,
-            **common,
-        )
-        significance = found["cpeak"] / _scalar_or_peak_sigma(variance, found)
-    deblended = (found["flag"] & sep.OBJ_MERGED) != 0
-    objects = found
-    if config.filter == "psf" and len(found):
-        # The footprints came from the S/N image; measure them on the real pixels.
-        objects = footprint_moments(image, segmap, found)
-    labels, _ = ndimage.label(segmap > 0, structure=EIGHT_CONNECTED)
-    family = labels[found["ycpeak"], found["xcpeak"]] if len(found) else np.zeros(0, int)
-    return Detections(
-        objects=objects,
-        segmap=segmap.astype(np.int32, copy=False),
-        deblended=deblended,
-        family=family,
-        significance=np.asarray(significance, dtype=float),
+
+
+def _detect_matched(
+    image: np.ndarray,
+    variance: np.ndarray | float,
+    invalid: np.ndarray,
+    psf: np.ndarray | None,
+    config: DetectionConfig,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Objects, segmentation map and refined peak S/N, thresholding the PSF-matched S/N."""
+    if psf is None:
+        raise ValueError("PSF-matched detection needs a PSF model")
+    var = np.broadcast_to(np.float32(variance), image.shape) if np.isscalar(variance) else variance
+    detection = matched_filter_snr(image, var, invalid, psf)
+    # Threshold the S/N field's sub-pixel maximum, not its value at the nearest pixel
+    # centre (which loses ~4% for an off-centre source): find candidates a little
+    # lower, refine each peak, keep those whose refined peak reaches the threshold.
+    prethreshold = config.threshold - PEAK_REFINEMENT_MARGIN
+    found, segmap = sep.extract(
+        detection, prethreshold, filter_kernel=None, **_extract_options(config)
     )
+    significance = refined_peaks(detection, found["xcpeak"], found["ycpeak"])
+    keep = significance >= config.threshold
+    return found[keep], _renumbered(segmap, keep), significance[keep]
+
+
+def _detect_kernel(
+    image: np.ndarray, variance: np.ndarray | float, invalid: np.ndarray, config: DetectionConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Objects, segmentation map and peak S/N by SExtractor's scheme (a small kernel)."""
+    kernel = np.asarray(config.kernel, dtype=np.float32)
+    noise = _noise_args(variance)
+    found, segmap = sep.extract(
+        image,
+        config.threshold,
+        mask=invalid,
+        filter_kernel=kernel,
+        filter_type="conv",
+        **noise,
+        **_extract_options(config),
+    )
+    return found, segmap, found["cpeak"] / _scalar_or_peak_sigma(variance, found)
+
+
+def _families(segmap: np.ndarray, found: np.ndarray) -> np.ndarray:
+    """Label of each object's connected footprint (8-connected), shared by blend siblings."""
+    labels, _ = ndimage.label(segmap > 0, structure=EIGHT_CONNECTED)
+    return labels[found["ycpeak"], found["xcpeak"]] if len(found) else np.zeros(0, int)
 
 
 #: Candidates are found this far (in sigma) below the threshold, then judged by their

@@ -15,7 +15,7 @@ import numpy as np
 import sep
 
 from calibstream.config import MeasurementConfig
-from calibstream.detection.centroid import windowed_centroids
+from calibstream.detection.centroid import Centroids, windowed_centroids
 from calibstream.detection.detect import Detections
 from calibstream.detection.psfflux import psf_fluxes
 from calibstream.detection.stamps import gather, stamp_indices
@@ -63,106 +63,191 @@ def measure_sources(
     """Measure every detection; returns catalog columns."""
     obj = detections.objects
     n = len(obj)
-    image = pixels.image
     err_kw = _err_kwargs(pixels.variance)
-    xb, yb = obj["x"].astype(float), obj["y"].astype(float)
-    a, b, theta = _valid_ellipses(obj)
-    invalid = pixels.invalid
+    ell = _Ellipses(obj["x"].astype(float), obj["y"].astype(float), *_valid_ellipses(obj))
+    kron = _kron(pixels, ell, err_kw, config)
+    cen = _centroids(pixels, ell, kron.flux, obj["flag"], psf_fwhm, config)
     columns: dict[str, np.ndarray] = {"id": np.arange(1, n + 1, dtype=np.int64)}
     columns["parent"] = _parents(detections, n)
+    columns.update(_position_columns(cen, ell, detections))
+    psf_columns, psf_failed = _psf_columns(pixels, psf, cen.x, cen.y, n)
+    columns.update(psf_columns)
+    apertures, aperture_truncated = _aperture_columns(pixels, ell, err_kw, config)
+    columns.update(apertures)
+    columns.update(kron_radius=kron.radius, kron_flux=kron.flux, kron_flux_err=kron.err)
+    truncated = kron.truncated | cen.truncated | aperture_truncated
+    columns.update(_flag_columns(pixels, detections, cen, psf_fwhm, config, truncated, psf_failed))
+    return columns
 
+
+@dataclass(frozen=True)
+class _Ellipses:
+    """Isophotal barycentres and the (valid) ellipses apertures are placed on."""
+
+    x: np.ndarray
+    y: np.ndarray
+    a: np.ndarray
+    b: np.ndarray
+    theta: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Kron:
+    """Kron radius and flux (MAG_AUTO) per source, and whether an aperture was truncated."""
+
+    radius: np.ndarray
+    flux: np.ndarray
+    err: np.ndarray
+    truncated: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Centroid:
+    """Adopted positions (windowed, or isophotal where that fails) and the half-light radius."""
+
+    x: np.ndarray
+    y: np.ndarray
+    windowed: Centroids
+    bad: np.ndarray  # the windowed centroid failed or moved too far
+    flux_radius: np.ndarray
+    truncated: np.ndarray
+
+
+def _truncated(n: int, *flags: np.ndarray) -> np.ndarray:
+    """Sources any of whose sep apertures (``flags``) was truncated by the image edge."""
     truncated = np.zeros(n, dtype=bool)
+    for flag in flags:
+        truncated = truncated | ((flag & sep.APER_TRUNC) != 0)
+    return truncated
 
-    def note(flags: np.ndarray) -> None:
-        nonlocal truncated
-        truncated = truncated | ((flags & sep.APER_TRUNC) != 0)
 
-    # Kron radius and flux (MAG_AUTO), SExtractor's rules.
+def _kron(pixels: PixelContext, ell: _Ellipses, err_kw: dict, config: MeasurementConfig) -> _Kron:
+    """Kron radius and flux by SExtractor's rules (a circle when the ellipse is too small)."""
+    image, invalid = pixels.image, pixels.invalid
+    x, y, a, b, theta = ell.x, ell.y, ell.a, ell.b, ell.theta
     kron_radius, kflag = sep.kron_radius(
-        image, xb, yb, a, b, theta, KRON_ELLIPSE_EXTENT, mask=invalid
+        image, x, y, a, b, theta, KRON_ELLIPSE_EXTENT, mask=invalid
     )
-    note(kflag)
     use_circle = kron_radius * np.sqrt(a * b) < config.kron_min_radius
     kr_eff = np.where(np.isfinite(kron_radius) & (kron_radius > 0), kron_radius, 1e-6)
     kflux, kerr, kfl = sep.sum_ellipse(
-        image, xb, yb, a, b, theta, config.kron_factor * kr_eff, mask=invalid, subpix=1, **err_kw
+        image, x, y, a, b, theta, config.kron_factor * kr_eff, mask=invalid, subpix=1, **err_kw
     )
     if use_circle.any() and config.kron_min_radius > 0:
         cflux, cerr, cfl = sep.sum_circle(
-            image, xb, yb, config.kron_min_radius, mask=invalid, subpix=1, **err_kw
+            image, x, y, config.kron_min_radius, mask=invalid, subpix=1, **err_kw
         )
         kflux, kerr, kfl = (
             np.where(use_circle, c, k) for c, k in ((cflux, kflux), (cerr, kerr), (cfl, kfl))
         )
-    note(kfl)
+    return _Kron(kron_radius, kflux, kerr, _truncated(len(x), kflag, kfl))
 
-    # Half-light radius sets the centroid window, as SExtractor.
+
+def _centroids(
+    pixels: PixelContext,
+    ell: _Ellipses,
+    kron_flux: np.ndarray,
+    obj_flags: np.ndarray,
+    psf_fwhm: float | None,
+    config: MeasurementConfig,
+) -> _Centroid:
+    """Windowed centroids with the window set by the half-light radius, as SExtractor."""
+    image, invalid, xb, yb = pixels.image, pixels.invalid, ell.x, ell.y
     radius, rflag = sep.flux_radius(
-        image, xb, yb, KRON_ELLIPSE_EXTENT * a, 0.5, normflux=kflux, mask=invalid, subpix=5
+        image, xb, yb, KRON_ELLIPSE_EXTENT * ell.a, 0.5, normflux=kron_flux, mask=invalid, subpix=5
     )
-    note(rflag)
     sigma = WINDOW_PER_HALF_LIGHT * np.where(np.isfinite(radius) & (radius > 0), radius, 1.0)
     if psf_fwhm is not None:
         sigma = np.maximum(sigma, psf_fwhm * FWHM_TO_SIGMA)
     cen = windowed_centroids(image, pixels.variance, invalid, xb, yb, sigma)
     shift = np.hypot(cen.x - xb, cen.y - yb)
     bad_centroid = (
-        cen.failed | (shift > config.max_centroid_shift) | ((obj["flag"] & sep.OBJ_SINGU) != 0)
+        cen.failed | (shift > config.max_centroid_shift) | ((obj_flags & sep.OBJ_SINGU) != 0)
     )
     x = np.where(bad_centroid, xb, cen.x)
     y = np.where(bad_centroid, yb, cen.y)
-    columns.update(
-        x=x,
-        y=y,
-        x_err=cen.x_err,
-        y_err=cen.y_err,
-        xy_cov=cen.xy_cov,
-        x_isophotal=xb,
-        y_isophotal=yb,
+    return _Centroid(x, y, cen, bad_centroid, radius, _truncated(len(xb), rflag))
+
+
+def _position_columns(
+    cen: _Centroid, ell: _Ellipses, detections: Detections
+) -> dict[str, np.ndarray]:
+    """Centroids with their errors, isophotal barycentres, moments, ellipses and sizes."""
+    obj = detections.objects
+    return dict(
+        x=cen.x,
+        y=cen.y,
+        x_err=cen.windowed.x_err,
+        y_err=cen.windowed.y_err,
+        xy_cov=cen.windowed.xy_cov,
+        x_isophotal=ell.x,
+        y_isophotal=ell.y,
         shape_xx=obj["x2"].astype(float),
         shape_yy=obj["y2"].astype(float),
         shape_xy=obj["xy"].astype(float),
-        a=a,
-        b=b,
-        theta=theta,
+        a=ell.a,
+        b=ell.b,
+        theta=ell.theta,
         npix=obj["npix"].astype(np.int32),
-        flux_radius=radius,
+        flux_radius=cen.flux_radius,
         detect_significance=detections.significance,
     )
 
-    if psf is not None:
-        var = pixels.variance
-        if np.isscalar(var):
-            var = np.broadcast_to(np.float32(var), image.shape)
-        fit = psf_fluxes(image, var, invalid, psf, x, y)
-        columns.update(psf_flux=fit.flux, psf_flux_err=fit.err)
-        psf_failed = fit.failed
-    else:
-        psf_failed = np.zeros(n, dtype=bool)
 
+def _psf_columns(
+    pixels: PixelContext, psf: np.ndarray | None, x: np.ndarray, y: np.ndarray, n: int
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """psf_flux and its error at the centroids (none without a PSF), and the failed fits."""
+    if psf is None:
+        return {}, np.zeros(n, dtype=bool)
+    var = pixels.variance
+    if np.isscalar(var):
+        var = np.broadcast_to(np.float32(var), pixels.image.shape)
+    fit = psf_fluxes(pixels.image, var, pixels.invalid, psf, x, y)
+    return {"psf_flux": fit.flux, "psf_flux_err": fit.err}, fit.failed
+
+
+def _aperture_columns(
+    pixels: PixelContext, ell: _Ellipses, err_kw: dict, config: MeasurementConfig
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Circular aperture fluxes and errors at the barycentres, and truncated apertures."""
+    columns: dict[str, np.ndarray] = {}
+    flags = []
     for r in config.aperture_radii:
         flux, ferr, fflag = sep.sum_circle(
-            image, xb, yb, r, mask=invalid, subpix=APERTURE_SUBPIX, **err_kw
+            pixels.image, ell.x, ell.y, r, mask=pixels.invalid, subpix=APERTURE_SUBPIX, **err_kw
         )
-        note(fflag)
+        flags.append(fflag)
         name = aperture_name(r)
         columns[name] = flux
         columns[name + "_err"] = ferr
-    columns.update(kron_radius=kron_radius, kron_flux=kflux, kron_flux_err=kerr)
+    return columns, _truncated(len(ell.x), *flags)
 
-    pixel_flags = _pixel_flags(pixels, detections, x, y, psf_fwhm)
+
+def _flag_columns(
+    pixels: PixelContext,
+    detections: Detections,
+    cen: _Centroid,
+    psf_fwhm: float | None,
+    config: MeasurementConfig,
+    truncated: np.ndarray,
+    psf_failed: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """The flag columns: edge, truncation, saturation, blends, failures, then mask planes."""
+    obj, n = detections.objects, len(detections)
+    pixel_flags = _pixel_flags(pixels, detections, cen.x, cen.y, psf_fwhm)
     saturated = pixel_flags.pop("saturated")
     if config.saturation is not None:
-        peak_image = pixels.raw_peak_image if pixels.raw_peak_image is not None else image
+        peak_image = pixels.raw_peak_image if pixels.raw_peak_image is not None else pixels.image
         saturated = saturated | (
             _footprint_max(peak_image, detections.segmap, n) >= config.saturation
         )
-    columns.update(
+    columns = dict(
         flag_edge=((obj["flag"] & sep.OBJ_TRUNC) != 0) | pixel_flags.pop("edge"),
         flag_aperture_truncated=truncated,
         flag_saturated=saturated,
         flag_deblended=detections.deblended.copy(),
-        flag_bad_centroid=bad_centroid,
+        flag_bad_centroid=cen.bad,
         flag_psf_flux=psf_failed,
     )
     columns.update({f"flag_{name}": value for name, value in pixel_flags.items()})
