@@ -28,11 +28,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import brentq
 from scipy.spatial import cKDTree
 
 from calibstream.config import ColorTerm, PhotometryConfig
 from calibstream.errors import PhotometryError
+from calibstream.photometry.zeropoint_stats import clip_zeropoints, weighted_fit
 
 #: mag per unit relative flux error: 2.5 / ln 10.
 MAG_PER_RELATIVE_FLUX = 2.5 / math.log(10.0)
@@ -191,51 +191,23 @@ def fit_zeropoint(
     Raises :class:`PhotometryError` when fewer than ``min_stars`` remain.
     """
     config = config or PhotometryConfig()
-    flux = _vector(psf_flux, "psf_flux")
-    n = flux.size
-    flux_err = _vector(psf_flux_err, "psf_flux_err", n)
-    primary = _vector(ref_primary_mag, f"{colorterm.primary}_mag", n)
-    primary_err = _vector(ref_primary_err, f"{colorterm.primary}_mag_err", n)
-    secondary = _vector(ref_secondary_mag, f"{colorterm.secondary}_mag", n)
-    secondary_err = _vector(ref_secondary_err, f"{colorterm.secondary}_mag_err", n)
-    candidate = _vector(candidate, "candidate", n, dtype=bool)
-    exptime = float(exptime)
-    if not (math.isfinite(exptime) and exptime > 0):
-        raise PhotometryError(f"EXPTIME must be positive, got {exptime!r}", where="EXPTIME")
-
-    ref_mag, ref_err, colour = reference_magnitudes(
-        colorterm, primary, primary_err, secondary, secondary_err
+    matched = _Matched.checked(
+        psf_flux,
+        psf_flux_err,
+        ref_primary_mag,
+        ref_primary_err,
+        ref_secondary_mag,
+        ref_secondary_err,
+        candidate,
+        colorterm,
     )
-    with np.errstate(invalid="ignore", divide="ignore"):
-        zeropoints = ref_mag + 2.5 * np.log10(flux / exptime)
-        inst_err = MAG_PER_RELATIVE_FLUX * flux_err / flux
-        sigma = np.hypot(inst_err, ref_err)
-        valid = (
-            np.isfinite(zeropoints)
-            & np.isfinite(sigma)
-            & (flux > 0)
-            & (flux_err > 0)
-            & (sigma > 0)
-            & (primary_err >= 0)
-            & (secondary_err >= 0)
-        )
-        bright = flux >= config.min_snr * flux_err
-        precise = ref_err <= config.max_mag_err
-    eligible = candidate & valid & bright & precise
-
-    reserved = reserve_stars(eligible, exposure_id, config.reserve_fraction, config.min_stars)
-    fit_rows = np.flatnonzero(eligible & ~reserved)
+    exptime = _positive_exptime(exptime)
+    stars = _star_zeropoints(matched, exptime, colorterm, config)
+    reserved = reserve_stars(stars.eligible, exposure_id, config.reserve_fraction, config.min_stars)
+    fit_rows = np.flatnonzero(stars.eligible & ~reserved)
     if fit_rows.size < config.min_stars:
-        raise PhotometryError(
-            f"{fit_rows.size} calibration stars, need {config.min_stars}: of {n} matched "
-            f"sources {int(candidate.sum())} are candidates, {int((candidate & valid).sum())} "
-            f"with valid fluxes and reference magnitudes, "
-            f"{int((candidate & valid & bright).sum())} with S/N >= {config.min_snr:g}, "
-            f"{int(eligible.sum())} with reference error <= {config.max_mag_err:g} mag",
-            where="photometry",
-        )
-
-    keep, iterations = _clip(zeropoints[fit_rows], sigma[fit_rows], config)
+        raise _too_few_stars(fit_rows.size, stars, config)
+    keep, iterations = clip_zeropoints(stars.zeropoints[fit_rows], stars.sigma[fit_rows], config)
     rows = fit_rows[keep]
     if rows.size < config.min_stars:
         raise PhotometryError(
@@ -243,8 +215,110 @@ def fit_zeropoint(
             f"need {config.min_stars}",
             where="photometry",
         )
-    magzero, magzero_err, sigma_int, weights = _weighted_fit(zeropoints[rows], sigma[rows])
-    used = np.zeros(n, dtype=bool)
+    return _photocal_result(stars, rows, reserved, colorterm, iterations)
+
+
+@dataclass(frozen=True, eq=False)
+class _Matched:
+    """The fit's per-row inputs, checked: PSF fluxes and the colour term's two bands."""
+
+    flux: np.ndarray
+    flux_err: np.ndarray
+    primary: np.ndarray
+    primary_err: np.ndarray
+    secondary: np.ndarray
+    secondary_err: np.ndarray
+    candidate: np.ndarray
+
+    @classmethod
+    def checked(
+        cls, flux, flux_err, primary, primary_err, secondary, secondary_err, candidate, colorterm
+    ) -> _Matched:
+        """1-D arrays of one length; the error names the first bad input."""
+        flux = _vector(flux, "psf_flux")
+        n = flux.size
+        return cls(
+            flux,
+            _vector(flux_err, "psf_flux_err", n),
+            _vector(primary, f"{colorterm.primary}_mag", n),
+            _vector(primary_err, f"{colorterm.primary}_mag_err", n),
+            _vector(secondary, f"{colorterm.secondary}_mag", n),
+            _vector(secondary_err, f"{colorterm.secondary}_mag_err", n),
+            _vector(candidate, "candidate", n, dtype=bool),
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class _StarZeropoints:
+    """Per row: ZP_i, its stated σ_i, the colour, and the cuts each row passes."""
+
+    zeropoints: np.ndarray
+    sigma: np.ndarray
+    colour: np.ndarray
+    candidate: np.ndarray
+    valid: np.ndarray  # finite, positive flux and errors
+    bright: np.ndarray  # S/N >= min_snr
+    eligible: np.ndarray  # candidate, valid, bright and a precise reference
+
+
+def _positive_exptime(exptime) -> float:
+    """EXPTIME as a float; it must be finite and positive."""
+    exptime = float(exptime)
+    if not (math.isfinite(exptime) and exptime > 0):
+        raise PhotometryError(f"EXPTIME must be positive, got {exptime!r}", where="EXPTIME")
+    return exptime
+
+
+def _star_zeropoints(
+    m: _Matched, exptime: float, colorterm: ColorTerm, config: PhotometryConfig
+) -> _StarZeropoints:
+    """Each row's ZP_i = m_i + 2.5 log10(flux_i / EXPTIME), its σ_i, and the cuts."""
+    ref_mag, ref_err, colour = reference_magnitudes(
+        colorterm, m.primary, m.primary_err, m.secondary, m.secondary_err
+    )
+    with np.errstate(invalid="ignore", divide="ignore"):
+        zeropoints = ref_mag + 2.5 * np.log10(m.flux / exptime)
+        inst_err = MAG_PER_RELATIVE_FLUX * m.flux_err / m.flux
+        sigma = np.hypot(inst_err, ref_err)
+        valid = (
+            np.isfinite(zeropoints)
+            & np.isfinite(sigma)
+            & (m.flux > 0)
+            & (m.flux_err > 0)
+            & (sigma > 0)
+            & (m.primary_err >= 0)
+            & (m.secondary_err >= 0)
+        )
+        bright = m.flux >= config.min_snr * m.flux_err
+        precise = ref_err <= config.max_mag_err
+    eligible = m.candidate & valid & bright & precise
+    return _StarZeropoints(zeropoints, sigma, colour, m.candidate, valid, bright, eligible)
+
+
+def _too_few_stars(n_fit: int, stars: _StarZeropoints, config: PhotometryConfig) -> PhotometryError:
+    """The error counting the rows each cut leaves."""
+    candidate, valid = stars.candidate, stars.valid
+    return PhotometryError(
+        f"{n_fit} calibration stars, need {config.min_stars}: of {candidate.size} matched "
+        f"sources {int(candidate.sum())} are candidates, {int((candidate & valid).sum())} "
+        f"with valid fluxes and reference magnitudes, "
+        f"{int((candidate & valid & stars.bright).sum())} with S/N >= {config.min_snr:g}, "
+        f"{int(stars.eligible.sum())} with reference error <= {config.max_mag_err:g} mag",
+        where="photometry",
+    )
+
+
+def _photocal_result(
+    stars: _StarZeropoints,
+    rows: np.ndarray,
+    reserved: np.ndarray,
+    colorterm: ColorTerm,
+    iterations: int,
+) -> PhotoCalResult:
+    """MAGZERO by the weighted mean of ``rows``, with the reserved stars' check."""
+    zeropoints, sigma, valid = stars.zeropoints, stars.sigma, stars.valid
+    magzero, magzero_err, sigma_int, weights = weighted_fit(zeropoints[rows], sigma[rows])
+    used = np.zeros(zeropoints.size, dtype=bool)
     used[rows] = True
     offsets = zeropoints[reserved] - magzero
     return PhotoCalResult(
@@ -258,7 +332,7 @@ def fit_zeropoint(
         reserved_rms=float(np.sqrt(np.mean(offsets**2))) if offsets.size else math.nan,
         reserved_mean_offset=float(np.mean(offsets)) if offsets.size else math.nan,
         sigma_int=sigma_int,
-        colour_mean=float(np.sum(weights * colour[rows]) / np.sum(weights)),
+        colour_mean=float(np.sum(weights * stars.colour[rows]) / np.sum(weights)),
         zeropoints=np.where(valid, zeropoints, np.nan),
         zeropoint_errs=np.where(valid, sigma, np.nan),
         iterations=iterations,
@@ -282,83 +356,6 @@ def reserve_stars(
         rng = np.random.default_rng([RESERVE_SALT, int(exposure_id) % 2**64])
         reserved[rows[rng.permutation(rows.size)[:count]]] = True
     return reserved
-
-
-def _clip(z: np.ndarray, s: np.ndarray, config: PhotometryConfig) -> tuple[np.ndarray, int]:
-    """Iterative clipping at ``clip_sigma`` robust sigmas of (ZP_i - centre) / sqrt(σ_i² + τ²).
-
-    The robust extra scatter τ and scale come from the median of the squared
-    normalised residuals of *all* stars (:func:`_robust_extra`), not from the
-    kept ones: a χ²-based σ_int refitted on clipped stars would shrink, then
-    clip the precise stars that reveal it, and so on. The centre starts at the
-    median ZP_i and is then the weighted mean of the kept stars; every star is
-    judged afresh each round (a clipped star may return).
-    """
-    keep = np.ones(z.size, dtype=bool)
-    centre = float(np.median(z))
-    iterations = 0
-    for _ in range(config.clip_iterations):
-        extra, scale = _robust_extra(z - centre, s)
-        if not scale > 0:
-            break
-        if keep.sum() > 1:  # never tighter than the χ² estimate of the kept stars
-            extra = max(extra, _weighted_fit(z[keep], s[keep])[2] ** 2)
-        iterations += 1
-        new = np.abs(z - centre) <= config.clip_sigma * scale * np.sqrt(s**2 + extra)
-        if np.array_equal(new, keep) or new.sum() < 2:
-            break
-        keep = new
-        centre = _weighted_fit(z[keep], s[keep])[0]
-    return keep, iterations
-
-
-#: Median of χ² with one degree of freedom: median(r²) of Gaussian residuals r.
-MEDIAN_CHI2_1 = 0.45493642311957283
-
-
-def _robust_extra(d: np.ndarray, s: np.ndarray) -> tuple[float, float]:
-    """τ² >= 0 making median(d² / (s² + τ²)) that of χ²₁, and the residual scale then.
-
-    The scale is 1 when τ² > 0; below 1 when the stated errors alone
-    overstate the scatter (τ² = 0).
-    """
-    var = s**2
-    d2 = d**2
-
-    def excess(extra: float) -> float:
-        return float(np.median(d2 / (var + extra)) - MEDIAN_CHI2_1)
-
-    at_zero = excess(0.0)
-    if at_zero <= 0:
-        return 0.0, math.sqrt((at_zero + MEDIAN_CHI2_1) / MEDIAN_CHI2_1)
-    upper = float(np.median(d2)) / MEDIAN_CHI2_1  # median(d²/(s²+upper)) <= that
-    if not excess(upper) < 0:
-        return upper, 1.0
-    return brentq(excess, 0.0, upper, xtol=1e-14, rtol=1e-10), 1.0
-
-
-def _weighted_fit(z: np.ndarray, s: np.ndarray) -> tuple[float, float, float, np.ndarray]:
-    """Weighted mean, its error, the extra scatter σ_int, and the weights.
-
-    σ_int² >= 0 solves Σ (z_i - ẑ)² / (s_i² + σ_int²) = N - 1 (Paule–Mandel:
-    χ²/dof = 1); it is 0 when the stated errors already give χ²/dof <= 1.
-    """
-    var = s**2
-    dof = z.size - 1
-
-    def excess(extra: float) -> float:
-        w = 1.0 / (var + extra)
-        mean = np.sum(w * z) / np.sum(w)
-        return float(np.sum(w * (z - mean) ** 2) - dof)
-
-    extra = 0.0
-    if dof > 0 and excess(0.0) > 0:
-        # at this σ_int² the χ² is at most dof (each weight <= 1/extra): a bracket
-        upper = float(np.sum((z - z.mean()) ** 2) / dof)
-        extra = brentq(excess, 0.0, upper, xtol=1e-14, rtol=1e-10) if excess(upper) < 0 else upper
-    w = 1.0 / (var + extra)
-    total = np.sum(w)
-    return float(np.sum(w * z) / total), float(1.0 / np.sqrt(total)), math.sqrt(extra), w
 
 
 def _vector(value, name: str, n: int | None = None, dtype=float) -> np.ndarray:
