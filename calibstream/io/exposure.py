@@ -5,6 +5,9 @@ EXTNAME, plain or tile-compressed; mask planes from ``MP_*`` keys. Every
 missing or invalid part raises a subclass of :class:`ExposureError` naming
 the HDU or key. Pixel planes are read once into native-endian arrays and
 frozen (read-only); nothing else copies them.
+
+The checks of the file's parts are :mod:`calibstream.io.exposure_checks`';
+the APCORR table is read and written by :mod:`calibstream.io.apcorr_table`.
 """
 
 from __future__ import annotations
@@ -21,18 +24,26 @@ from astropy.io import fits
 from astropy.utils.exceptions import AstropyUserWarning
 from astropy.wcs import WCS, FITSFixedWarning
 
-from calibstream.detection.apcorr import ApCorrMap, ApCorrTerm
+from calibstream.detection.apcorr import ApCorrMap
 from calibstream.errors import (
-    InvalidApCorrError,
     InvalidHduError,
     InvalidKeyError,
-    InvalidPixelsError,
     InvalidPsfError,
     MissingFileError,
-    MissingHduError,
     MissingKeyError,
     NotFitsError,
-    TruncatedFileError,
+)
+from calibstream.io.apcorr_table import apcorr_hdu, read_apcorr
+from calibstream.io.exposure_checks import (
+    check_complete,
+    check_pixels,
+    hdus_by_extname,
+    header_key,
+    image_plane,
+    mask_planes,
+    optional_key,
+    require_hdu,
+    table_column,
 )
 
 PSF_SUM_TOLERANCE = 1e-3
@@ -139,19 +150,19 @@ def read_exposure(path: str | os.PathLike[str]) -> Exposure:
             raise NotFitsError(f"not a FITS file ({exc})", where=path.name) from exc
     with hdul, warnings.catch_warnings():
         warnings.simplefilter("ignore", AstropyUserWarning)
-        _check_complete(hdul, path)
-        hdus = _by_extname(hdul)
+        check_complete(hdul, path)
+        hdus = hdus_by_extname(hdul)
         metadata = _read_metadata(hdul[0].header)
-        image_hdu = _require(hdus, "IMAGE")
-        image = _plane(image_hdu, "IMAGE", np.float32)
+        image_hdu = require_hdu(hdus, "IMAGE")
+        image = image_plane(image_hdu, "IMAGE", np.float32)
         shape = image.shape
-        mask_hdu = _require(hdus, "MASK")
-        mask = _plane(mask_hdu, "MASK", np.int32, shape)
-        variance = _plane(_require(hdus, "VARIANCE"), "VARIANCE", np.float32, shape)
-        planes = _mask_planes(mask_hdu.header)
-        _check_pixels(image, variance, mask, planes)
-        psf = _read_psf(_require(hdus, "PSF"))
-        apcorr = _read_apcorr(_require(hdus, "APCORR"), shape)
+        mask_hdu = require_hdu(hdus, "MASK")
+        mask = image_plane(mask_hdu, "MASK", np.int32, shape)
+        variance = image_plane(require_hdu(hdus, "VARIANCE"), "VARIANCE", np.float32, shape)
+        planes = mask_planes(mask_hdu.header)
+        check_pixels(image, variance, mask, planes)
+        psf = _read_psf(require_hdu(hdus, "PSF"))
+        apcorr = read_apcorr(require_hdu(hdus, "APCORR"), shape)
         icsrc = _read_icsrc(hdus["ICSRC"]) if "ICSRC" in hdus else None
         wcs = _read_wcs(image_hdu.header)
     return Exposure(
@@ -167,171 +178,30 @@ def read_exposure(path: str | os.PathLike[str]) -> Exposure:
     )
 
 
-def _check_complete(hdul: fits.HDUList, path: Path) -> None:
-    """A file shorter than its headers promise is truncated, whatever astropy tolerates."""
-    try:
-        hdul.readall()
-    except Exception as exc:
-        raise TruncatedFileError(f"cannot read all HDUs ({exc})", where=path.name) from exc
-    size = path.stat().st_size
-    end = 0
-    for index, hdu in enumerate(hdul):
-        info = hdul.fileinfo(index)
-        if info is None:
-            continue
-        end = info["datLoc"] + info["datSpan"]
-        if end > size:
-            name = hdu.name or f"HDU {index}"
-            raise TruncatedFileError(
-                f"file is truncated: {name} needs {end} bytes, the file has {size}", where=name
-            )
-    # astropy silently drops an extension whose header is cut short: look for one.
-    name = _cut_header(path, end) if end < size else None
-    if name is not None:
-        name = name or f"HDU {len(hdul)}"
-        raise TruncatedFileError(f"file is truncated in the header of {name}", where=name)
-
-
-def _cut_header(path: Path, start: int) -> str | None:
-    """EXTNAME ('' if none) of an extension header starting at ``start``, else None."""
-    with path.open("rb") as f:
-        f.seek(start)
-        tail = f.read(2880)
-    if not tail or not b"XTENSION".startswith(tail[:8]):
-        return None  # e.g. extra zero padding, which astropy tolerates
-    for i in range(0, len(tail) - 79, 80):
-        if tail[i : i + 8] == b"EXTNAME ":
-            try:
-                return str(fits.Card.fromstring(tail[i : i + 80].decode("ascii")).value).strip()
-            except Exception:
-                break
-    return ""
-
-
-def _by_extname(hdul: fits.HDUList) -> dict[str, fits.hdu.base.ExtensionHDU]:
-    found: dict[str, fits.hdu.base.ExtensionHDU] = {}
-    for hdu in hdul[1:]:
-        name = str(hdu.header.get("EXTNAME", hdu.name)).strip().upper()
-        found.setdefault(name, hdu)
-    return found
-
-
-def _require(hdus: Mapping[str, fits.hdu.base.ExtensionHDU], name: str):
-    if name not in hdus:
-        raise MissingHduError(f"required HDU {name} is missing", where=name)
-    return hdus[name]
-
-
-def _plane(hdu, name: str, dtype: type, shape: tuple[int, ...] | None = None) -> np.ndarray:
-    """One native-endian, read-only copy of an image HDU's pixels, checked."""
-    if not isinstance(hdu, (fits.ImageHDU, fits.CompImageHDU, fits.PrimaryHDU)):
-        raise InvalidHduError(f"{name} must be an image HDU", where=name)
-    data = hdu.data
-    if data is None or data.ndim != 2:
-        ndim = None if data is None else data.ndim
-        raise InvalidHduError(f"{name} must be 2-D, got {ndim} dimensions", where=name)
-    kind = np.dtype(dtype).kind
-    if data.dtype.kind != kind or (kind == "f" and data.dtype.itemsize != 4):
-        raise InvalidHduError(
-            f"{name} must be {np.dtype(dtype).name}, got {data.dtype}", where=name
-        )
-    if shape is not None and data.shape != shape:
-        raise InvalidHduError(f"{name} has shape {data.shape}, IMAGE has {shape}", where=name)
-    native = np.array(data, dtype=np.dtype(dtype).newbyteorder("="), copy=True)
-    native.setflags(write=False)
-    return native
-
-
-def _mask_planes(header: fits.Header) -> dict[str, int]:
-    planes: dict[str, int] = {}
-    for key, value in header.items():
-        key = key.upper()
-        if key.startswith("HIERARCH "):
-            key = key[len("HIERARCH ") :]
-        if not key.startswith("MP_"):
-            continue
-        if (
-            not isinstance(value, (int, np.integer))
-            or isinstance(value, bool)
-            or not 0 <= value < 32
-        ):
-            raise InvalidKeyError(
-                f"mask plane {key} must be a bit index 0..31, got {value!r}", where=key
-            )
-        planes[key[3:]] = int(value)
-    return planes
-
-
-def _check_pixels(
-    image: np.ndarray, variance: np.ndarray, mask: np.ndarray, planes: Mapping[str, int]
-) -> None:
-    """Image and variance must be finite, and the variance positive, wherever there is data."""
-    # Shift rather than AND with 1 << bit: 1 << 31 does not fit an int32.
-    # Fast path: one reduction per plane proves the common, clean case.
-    if (
-        np.isfinite(image.sum(dtype=np.float64))
-        and np.isfinite(variance.sum(dtype=np.float64))
-        and variance.min() > 0
-    ):
-        return
-    no_data = ((mask >> planes["NO_DATA"]) & 1) != 0 if "NO_DATA" in planes else None
-    for name, bad in (
-        ("IMAGE", ~np.isfinite(image)),
-        ("VARIANCE", ~(np.isfinite(variance) & (variance > 0))),
-    ):
-        if no_data is not None:
-            bad &= ~no_data
-        count = int(np.count_nonzero(bad))
-        if count:
-            what = "non-finite" if name == "IMAGE" else "non-finite or non-positive"
-            raise InvalidPixelsError(f"{count} {what} pixels outside the NO_DATA plane", where=name)
-
-
-def _key(header: fits.Header, key: str, kind: type, hdu: str = "primary"):
-    if key not in header:
-        raise MissingKeyError(f"required key {key} is missing from the {hdu} header", where=key)
-    value = header[key]
-    try:
-        if kind is int and (isinstance(value, bool) or float(value) != int(value)):
-            raise ValueError
-        if kind is str and not isinstance(value, str):
-            raise ValueError
-        converted = kind(value)
-    except (TypeError, ValueError):
-        raise InvalidKeyError(
-            f"{key} must be {kind.__name__}, got {value!r} in the {hdu} header", where=key
-        ) from None
-    if kind is float and not np.isfinite(converted):
-        raise InvalidKeyError(f"{key} must be finite, got {value!r}", where=key)
-    return converted
-
-
-def _optional(header: fits.Header, key: str) -> float | None:
-    return _key(header, key, float) if key in header else None
-
-
 def _read_metadata(header: fits.Header) -> Metadata:
-    band = _key(header, "BAND", str).strip()
+    """The primary header's observation metadata, checked."""
+    band = header_key(header, "BAND", str).strip()
     if not band:
         raise InvalidKeyError("BAND is empty", where="BAND")
-    exptime = _key(header, "EXPTIME", float)
+    exptime = header_key(header, "EXPTIME", float)
     if exptime <= 0:
         raise InvalidKeyError(f"EXPTIME must be positive, got {exptime}", where="EXPTIME")
     return Metadata(
-        expid=_key(header, "EXPID", int),
-        visit=_key(header, "VISIT", int),
-        detector=_key(header, "DETECTOR", int),
+        expid=header_key(header, "EXPID", int),
+        visit=header_key(header, "VISIT", int),
+        detector=header_key(header, "DETECTOR", int),
         band=band,
-        mjd_obs=_key(header, "MJD-OBS", float),
+        mjd_obs=header_key(header, "MJD-OBS", float),
         exptime=exptime,
-        airmass=_optional(header, "AIRMASS"),
-        bore_ra=_optional(header, "BORE-RA"),
-        bore_dec=_optional(header, "BORE-DEC"),
+        airmass=optional_key(header, "AIRMASS"),
+        bore_ra=optional_key(header, "BORE-RA"),
+        bore_dec=optional_key(header, "BORE-DEC"),
     )
 
 
 def _read_psf(hdu) -> Psf:
-    image = _plane(hdu, "PSF", np.float32)
+    """The PSF HDU: an odd-sized, finite image summing to 1, with PSFX, PSFY, FWHM."""
+    image = image_plane(hdu, "PSF", np.float32)
     ny, nx = image.shape
     if ny % 2 == 0 or nx % 2 == 0:
         raise InvalidPsfError(f"PSF image must have odd sizes, got {ny}x{nx}", where="PSF")
@@ -341,64 +211,24 @@ def _read_psf(hdu) -> Psf:
     if abs(total - 1.0) > PSF_SUM_TOLERANCE:
         raise InvalidPsfError(f"PSF image must sum to 1, sums to {total:.6g}", where="PSF")
     header = hdu.header
-    fwhm = _key(header, "FWHM", float, "PSF")
+    fwhm = header_key(header, "FWHM", float, "PSF")
     if fwhm <= 0:
         raise InvalidPsfError(f"FWHM must be positive, got {fwhm}", where="FWHM")
     return Psf(
         image=image,
-        x=_key(header, "PSFX", float, "PSF"),
-        y=_key(header, "PSFY", float, "PSF"),
+        x=header_key(header, "PSFX", float, "PSF"),
+        y=header_key(header, "PSFY", float, "PSF"),
         fwhm=fwhm,
     )
 
 
-def _column(table, name: str, hdu: str) -> np.ndarray:
-    if name not in table.columns.names:
-        raise InvalidHduError(f"{hdu} table has no column {name}", where=f"{hdu}.{name}")
-    return table.data[name]
-
-
-def _read_apcorr(hdu, shape: tuple[int, int]) -> ApCorrMap:
-    if not isinstance(hdu, fits.BinTableHDU):
-        raise InvalidHduError("APCORR must be a binary table", where="APCORR")
-    names = _column(hdu, "NAME", "APCORR")
-    orders = _column(hdu, "ORDER", "APCORR")
-    coeffs = _column(hdu, "COEFFS", "APCORR")
-    errs = _column(hdu, "ERR", "APCORR")
-    terms: dict[str, ApCorrTerm] = {}
-    for name, order, row, err in zip(names, orders, coeffs, errs, strict=True):
-        name = str(name).strip()
-        integral = isinstance(order, np.floating | float) and float(order).is_integer()
-        if not (isinstance(order, np.integer | int) or integral):
-            raise InvalidApCorrError(
-                f"{name}: ORDER must be an integer, got {order}", where="APCORR.ORDER"
-            )
-        order = int(order)
-        row = np.asarray(row, dtype=float).ravel()
-        if order < 0:
-            raise InvalidApCorrError(
-                f"{name}: ORDER must be >= 0, got {order}", where="APCORR.ORDER"
-            )
-        if row.size != (order + 1) ** 2:
-            raise InvalidApCorrError(
-                f"{name}: ORDER {order} needs {(order + 1) ** 2} COEFFS, got {row.size}",
-                where="APCORR.COEFFS",
-            )
-        if not (np.all(np.isfinite(row)) and np.isfinite(err) and err >= 0):
-            raise InvalidApCorrError(f"{name}: non-finite COEFFS or ERR", where="APCORR")
-        row.setflags(write=False)
-        terms[name] = ApCorrTerm(name, order, row.reshape(order + 1, order + 1), float(err))
-    if "psf_flux" not in terms:
-        raise InvalidApCorrError("APCORR has no psf_flux row", where="APCORR.NAME")
-    return ApCorrMap(terms=MappingProxyType(terms), width=shape[1], height=shape[0])
-
-
 def _read_icsrc(hdu) -> IcSrc:
+    """The ICSRC table's columns as read-only int64 / float64 / bool arrays."""
     if not isinstance(hdu, fits.BinTableHDU):
         raise InvalidHduError("ICSRC must be a binary table", where="ICSRC")
     values = {}
     for name in ICSRC_COLUMNS:
-        column = np.array(_column(hdu, name, "ICSRC"))
+        column = np.array(table_column(hdu, name, "ICSRC"))
         if name in ICSRC_FLAGS:
             column = column.astype(bool)
         elif name == "id":
@@ -411,6 +241,7 @@ def _read_icsrc(hdu) -> IcSrc:
 
 
 def _read_wcs(header: fits.Header) -> WCS:
+    """The IMAGE header's first-guess WCS, which must be TAN or TAN-SIP."""
     for key in ("CTYPE1", "CTYPE2"):
         if key not in header:
             raise MissingKeyError(f"IMAGE header has no {key}: no first-guess WCS", where=key)
@@ -476,6 +307,7 @@ def write_exposure(
 
 
 def _image_hdu(hdu_type, data: np.ndarray, header: fits.Header, name: str):
+    """A pixel plane as an image HDU, or a lossless GZIP_2 tile-compressed one."""
     if hdu_type is fits.CompImageHDU:
         kwargs = {"compression_type": "GZIP_2"}
         if data.dtype.kind == "f":
@@ -484,21 +316,8 @@ def _image_hdu(hdu_type, data: np.ndarray, header: fits.Header, name: str):
     return fits.ImageHDU(data, header=header, name=name)
 
 
-def apcorr_hdu(apcorr: ApCorrMap) -> fits.BinTableHDU:
-    terms = list(apcorr.terms.values())
-    coeffs = np.empty(len(terms), dtype=object)
-    for i, term in enumerate(terms):
-        coeffs[i] = np.asarray(term.coeffs, dtype=np.float64).ravel()
-    columns = [
-        fits.Column("NAME", "32A", array=[t.name for t in terms]),
-        fits.Column("ORDER", "J", array=[t.order for t in terms]),
-        fits.Column("COEFFS", "PD()", array=coeffs),
-        fits.Column("ERR", "D", array=[t.err for t in terms]),
-    ]
-    return fits.BinTableHDU.from_columns(columns, name="APCORR")
-
-
 def icsrc_hdu(icsrc: IcSrc) -> fits.BinTableHDU:
+    """The ICSRC table of an :class:`IcSrc` (the reader's inverse)."""
     formats = {"id": "K", **{flag: "L" for flag in ICSRC_FLAGS}}
     columns = [
         fits.Column(name, formats.get(name, "D"), array=getattr(icsrc, name))
