@@ -1,4 +1,6 @@
-"""Failure → the exposure's failure summary (never over a complete folder), and metrics."""
+"""Failure → the exposure's failure summary (never over a complete folder), then its row as
+the folder says: a failure that did not replace a complete calibration leaves the row ok,
+with its figures (:func:`streams.rebuild.record_folder`)."""
 
 from __future__ import annotations
 
@@ -6,7 +8,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from calibstream.io.outputs import write_failure
-from streams import events, wire
+from streams import wire
+from streams.rebuild import record_folder
 from streams.runner import Context
 
 
@@ -15,7 +18,7 @@ def step(ctx: Context, event: Mapping[str, Any]) -> None:
     if expid is None:  # no exposure to write a summary for: the failure event is the record
         return
     metadata = event["metadata"]
-    write_failure(
+    folder = write_failure(
         ctx.root,
         expid,
         event["stage"],
@@ -24,12 +27,4 @@ def step(ctx: Context, event: Mapping[str, Any]) -> None:
         None if metadata is None else wire.metadata_from_record(metadata),
         {} if event["uri"] is None else {"input": event["uri"]},
     )
-    ctx.readmodel.record_metrics(
-        expid,
-        {
-            "status": "failed",
-            **(metadata or {"expid": expid}),
-            **{name: event[name] for name in ("stage", "error", "reason")},
-            "persisted_ms": events.now_ms(),
-        },
-    )
+    record_folder(ctx.readmodel, expid, folder)

@@ -94,6 +94,20 @@ def _redrive(args: argparse.Namespace) -> int:
     return 0 if not report.missing else 1
 
 
+def _rebuild_read_model(args: argparse.Namespace) -> int:
+    from streams.readmodel import RedisReadModel
+    from streams.rebuild import rebuild_read_model
+
+    stream = _deployment(args).stream
+    readmodel = RedisReadModel(stream.redis)
+    if readmodel.state != "up":
+        print(f"Redis ({stream.redis}) is not reachable: nothing rebuilt", file=sys.stderr)
+        return 1
+    rows = rebuild_read_model(Path(stream.output_root), readmodel)
+    print(f"read model rebuilt: {rows} exposures from {stream.output_root}/exposures")
+    return 0
+
+
 def _dashboard(args: argparse.Namespace) -> int:
     from streams.dashboard import run_dashboard
 
@@ -153,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("redrive", help="send parked records back once the fault is fixed")
     _service_options(p)
     p.set_defaults(func=_redrive)
+    p = sub.add_parser("rebuild-read-model", help="rebuild Redis's read model from the folders")
+    _service_options(p)
+    p.set_defaults(func=_rebuild_read_model)
     _add_dashboard_and_demo(sub)
     return parser
 

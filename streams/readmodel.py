@@ -1,16 +1,17 @@
 """The read model: what the sink persisted and the service's metrics, in Redis for the dashboard.
 
-Redis holds the sink's ledger of persisted exposures (so a replayed event is recognised without
-a look at the disk), and per-exposure metrics, throughput counters and histograms for the
-dashboard. It is never the only copy of anything: the truth is the output folders on disk and
-the Kafka topics, and a flushed or lost Redis is rebuilt by replaying them, so nothing here may
-ever stop or slow calibration (see :class:`~streams.redis_client.RedisClient`: every call
-degrades when Redis is down). The reference-shard cache is :mod:`streams.shard_cache`.
+Redis holds the sink's ledger of persisted exposures, a row per exposure for the dashboard
+(what its output folder says, with the time and latency of its first persistence), and
+throughput counters and histograms. It is never the only copy of anything: the truth is the
+output folders on disk and the Kafka topics, and a flushed or lost Redis is rebuilt from the
+folders (:mod:`streams.rebuild`; the workers notice an emptied Redis and do it on their own),
+so nothing here may ever stop or slow calibration (see
+:class:`~streams.redis_client.RedisClient`: every call degrades when Redis is down). The
+reference-shard cache is :mod:`streams.shard_cache`, in a Redis of its own in production.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from bisect import bisect_left
@@ -21,23 +22,72 @@ from typing import Any, Protocol, runtime_checkable
 
 import redis
 
-from streams.redis_client import COUNTERS, RedisClient
+from streams.redis_client import COUNTERS, RedisClient, json_text, loads_row
 
-__all__ = ["HISTOGRAM_BUCKETS_S", "Histogram", "ReadModel", "RedisReadModel", "json_text"]
+__all__ = [
+    "FIRST_FIELDS",
+    "HISTOGRAM_BUCKETS_S",
+    "Histogram",
+    "ReadModel",
+    "RedisReadModel",
+    "json_text",
+]
 
 #: Upper bounds (seconds) of the histograms' buckets: stage durations and latency.
 HISTOGRAM_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
-# Replace a metrics entry atomically: the JSON, its place in time, and its status index.
-# KEYS: metrics hash, by_time zset, status hash; ARGV: id, json, score, status, status key prefix.
+#: The fields of a row that belong to its first persistence. A record of the same folder
+#: content (same status and ``fingerprint``, a digest of the folder's summary) or, for an ok
+#: row, of the same submission (same ``submitted_ms``: a replay, a redelivery) keeps the
+#: earlier values, and so the row's place in time; any other record replaces them.
+FIRST_FIELDS = ("latency_s", "persisted_ms", "submitted_ms", "timings")
+
+# Replace a metrics row atomically: the JSON, its place in time, its status index, and the
+# FIRST_FIELDS rule. The row comes as sorted JSON whose FIRST_FIELDS values are placeholders
+# ("\u0000first:<name>"); their JSON texts come in ARGV ('' when the record has no such field)
+# and are kept as texts in a hash of their own (field "<id>|<name>"), with the fingerprint.
+# KEYS: rows hash, by_time zset, status hash, first-fields hash
+# ARGV: id, row template, score, status, by_status key prefix, fingerprint text ('' if none),
+#       then name, text pairs
+# Returns 1 when the row took this record's FIRST_FIELDS, 0 when it kept earlier ones.
 _RECORD_METRICS = """
-local old = redis.call('HGET', KEYS[3], ARGV[1])
-if old and old ~= ARGV[4] then redis.call('ZREM', ARGV[5] .. old, ARGV[1]) end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
-redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
-redis.call('ZADD', ARGV[5] .. ARGV[4], ARGV[3], ARGV[1])
-return 1
+local id, status, fingerprint = ARGV[1], ARGV[4], ARGV[6]
+local text = {}
+for i = 7, #ARGV, 2 do text[ARGV[i]] = ARGV[i + 1] end
+local score, fresh = ARGV[3], 1
+local old = redis.call('HGET', KEYS[3], id)
+if old == status then
+  local function same(name, value)
+    local was = redis.call('HGET', KEYS[4], id .. '|' .. name)
+    return was and was ~= '' and was ~= 'null' and was == value
+  end
+  local submission = status == 'ok' and same('submitted_ms', text.submitted_ms)
+  if same('fingerprint', fingerprint) or submission then
+    fresh = 0
+    for name, _ in pairs(text) do
+      text[name] = redis.call('HGET', KEYS[4], id .. '|' .. name) or 'null'
+    end
+    score = redis.call('ZSCORE', KEYS[2], id) or score
+  end
+end
+text.fingerprint = fingerprint
+for name, value in pairs(text) do
+  if fresh == 1 or name == 'fingerprint' then
+    if value == '' then redis.call('HDEL', KEYS[4], id .. '|' .. name)
+    else redis.call('HSET', KEYS[4], id .. '|' .. name, value) end
+  end
+end
+local row = string.gsub(ARGV[2], '"\\\\u0000first:([%w_]+)"', function(name)
+  local value = text[name]
+  if value == nil or value == '' then return 'null' end
+  return value
+end)
+if old and old ~= status then redis.call('ZREM', ARGV[5] .. old, id) end
+redis.call('HSET', KEYS[1], id, row)
+redis.call('ZADD', KEYS[2], score, id)
+redis.call('HSET', KEYS[3], id, status)
+redis.call('ZADD', ARGV[5] .. status, score, id)
+return fresh
 """
 
 
@@ -53,42 +103,6 @@ class Histogram:
     @property
     def count(self) -> int:
         return self.cumulative[-1] if self.cumulative else 0
-
-
-def _plain(value: Any) -> Any:
-    """JSON-safe: numpy scalars and arrays as Python values, NaN/inf as None (strict JSON)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if value is None or isinstance(value, str | int | bool):
-        return value
-    for attr in ("item", "tolist"):  # numpy scalar / array
-        method = getattr(value, attr, None)
-        if callable(method):
-            try:
-                return _plain(method())
-            except (TypeError, ValueError):
-                break
-    return str(value)
-
-
-def json_text(value: Any) -> str:
-    """Strict, compact JSON of ``value`` (numpy values as Python ones, NaN/inf as null): the
-    read model's rows and the dashboard's answers."""
-    return json.dumps(_plain(value), sort_keys=True, separators=(",", ":"), allow_nan=False)
-
-
-def _loads(raw: bytes | str | None) -> dict | None:
-    if raw is None:
-        return None
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
 
 
 @runtime_checkable
@@ -112,8 +126,9 @@ class ReadModel(Protocol):
     def record_persisted(self, exposure_id: int | str, entry: dict) -> None:
         """Note in the ledger that the sink persisted an exposure."""
 
-    def record_metrics(self, exposure_id: int | str, metrics: dict) -> None:
-        """Store an exposure's metrics row, replacing any earlier one."""
+    def record_metrics(self, exposure_id: int | str, metrics: dict) -> bool:
+        """Store an exposure's row, replacing any earlier one but for the fields of its first
+        persistence; True when they are this record's (a first persistence)."""
 
     def metrics(self, exposure_id: int | str) -> dict | None:
         """One exposure's metrics row, or None."""
@@ -183,18 +198,47 @@ class RedisReadModel(RedisClient):
     def persisted(self, exposure_id: int | str) -> dict | None:
         """The ledger entry of an exposure, or None (unknown, or Redis unavailable)."""
         raw = self._call(lambda r: r.hget(self._key("ledger"), str(exposure_id)), None)
-        return _loads(raw)
+        return loads_row(raw)
 
     def ledger_size(self) -> int:
         """How many exposures the ledger holds (0 when Redis is unavailable)."""
         return int(self._call(lambda r: r.hlen(self._key("ledger")), 0))
 
+    # ------------------------------------------------------------------ rebuilds
+
+    def built(self) -> bool | None:
+        """Whether this Redis was built from the folders since it was last empty (the
+        ``built`` marker; :mod:`streams.rebuild`), None when Redis is unavailable."""
+        return self._call(lambda r: bool(r.exists(self._key("built"))), None)
+
+    def mark_built(self) -> None:
+        """Set the ``built`` marker (no expiry: it goes only with the data, in a flush or a
+        restart without persistence)."""
+        self._call(lambda r: r.set(self._key("built"), str(int(time.time() * 1000))), None)
+
+    def claim_rebuild(self, ttl_s: float) -> bool:
+        """Take the rebuild for this process (SET NX, expiring after ``ttl_s`` in case it
+        dies); False when another has it or Redis is unavailable."""
+        ms = max(1, int(ttl_s * 1000))
+        key = self._key("rebuilding")
+        return bool(self._call(lambda r: r.set(key, "1", nx=True, px=ms), False))
+
+    def renew_rebuild(self, ttl_s: float) -> None:
+        """Push the claim's expiry ``ttl_s`` on (a long rebuild)."""
+        self._call(lambda r: r.pexpire(self._key("rebuilding"), max(1, int(ttl_s * 1000))), None)
+
+    def release_rebuild(self) -> None:
+        self._call(lambda r: r.delete(self._key("rebuilding")), None)
+
     # ------------------------------------------------------------------ metrics
 
-    def record_metrics(self, exposure_id: int | str, metrics: dict) -> None:
-        """Store an exposure's metrics, replacing any earlier record of it; ordered by
-        ``persisted_ms`` (now when absent), indexed by ``status``."""
-        member = str(exposure_id)
+    def record_metrics(self, exposure_id: int | str, metrics: dict) -> bool:
+        """Store an exposure's row, replacing any earlier one, except for the fields of its
+        first persistence (:data:`FIRST_FIELDS`: kept for the same folder content or the
+        same submission); ordered by ``persisted_ms`` (now when absent), indexed by
+        ``status``. True when the row took this record's first-persistence fields (a first
+        persistence: count its latency), False when it kept earlier ones (a replay, a
+        redelivery) or Redis is unavailable."""
         body = dict(metrics)
         body.setdefault("exposure_id", exposure_id)
         score = body.get("persisted_ms")
@@ -202,18 +246,21 @@ class RedisReadModel(RedisClient):
             score = time.time() * 1000.0
             body["persisted_ms"] = int(score)
         status = str(body.get("status") or "unknown")
-        text = json_text(body)
-        keys = [
-            self._key("metrics"),
-            self._key("metrics", "by_time"),
-            self._key("metrics", "status"),
-        ]
-        args = [member, text, repr(float(score)), status, self._key("metrics", "by_status", "")]
-        self._call(lambda r: self._record_script(keys=keys, args=args, client=r), None)
+        pairs: list[str] = []
+        for name in FIRST_FIELDS:  # their values go apart, placeholders stay in the row
+            pairs += [name, json_text(body[name]) if name in body else ""]
+            if name in body:
+                body[name] = f"\x00first:{name}"
+        keys = [self._key("metrics", *part) for part in ((), ("by_time",), ("status",), ("first",))]
+        fingerprint = json_text(body["fingerprint"]) if "fingerprint" in body else ""
+        args = [str(exposure_id), json_text(body), repr(float(score)), status]
+        args += [self._key("metrics", "by_status", ""), fingerprint, *pairs]
+        fresh = self._call(lambda r: self._record_script(keys=keys, args=args, client=r), 0)
+        return bool(fresh)
 
     def metrics(self, exposure_id: int | str) -> dict | None:
         """One exposure's metrics, or None."""
-        return _loads(self._call(lambda r: r.hget(self._key("metrics"), str(exposure_id)), None))
+        return loads_row(self._call(lambda r: r.hget(self._key("metrics"), str(exposure_id)), None))
 
     def recent_metrics(
         self, limit: int = 100, offset: int = 0, *, status: str | None = None
@@ -232,7 +279,7 @@ class RedisReadModel(RedisClient):
             ids = r.zrevrange(index, offset, offset + limit - 1)
             if not ids:
                 return []
-            rows = (_loads(raw) for raw in r.hmget(self._key("metrics"), ids))
+            rows = (loads_row(raw) for raw in r.hmget(self._key("metrics"), ids))
             return [row for row in rows if row is not None]
 
         return self._call(page, [])
@@ -245,7 +292,7 @@ class RedisReadModel(RedisClient):
 
     def incr(self, name: str, amount: int = 1) -> None:
         """Add ``amount`` to a throughput counter (e.g. ``"processed:detect"``)."""
-        self._call(lambda r: r.hincrby(self._key(COUNTERS), name, amount), None)
+        self.count(name, amount)
 
     def counters(self) -> dict[str, int]:
         """Every counter by name (empty when Redis is unavailable)."""
@@ -330,7 +377,7 @@ class RedisReadModel(RedisClient):
                     break
                 start += len(ids)
                 for raw in r.hmget(self._key("metrics"), ids):
-                    row = _loads(raw)
+                    row = loads_row(raw)
                     if row is not None and (match is None or match(row)):
                         rows.append(row)
                         if len(rows) == limit:

@@ -4,23 +4,26 @@ read model.
 Redis is an accelerator, never the only copy of anything: the truth is the output folders on
 disk and the Kafka topics. So every call degrades when Redis is down (reads give a default,
 writes are dropped), one warning is logged per outage, and Redis is left alone for a back-off
-period instead of paying a socket timeout on every call.
+period instead of paying a socket timeout on every call. Also the strict JSON the rows are
+stored in (:func:`json_text`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-__all__ = ["COUNTERS", "RedisClient"]
+__all__ = ["COUNTERS", "RedisClient", "json_text", "loads_row"]
 
 log = logging.getLogger("calibstream.redis")
 
@@ -46,6 +49,43 @@ def _redact(url: str | None) -> str | None:
     host = parts.hostname or ""
     netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe: numpy scalars and arrays as Python values, NaN/inf as None (strict JSON)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, str | int | bool):
+        return value
+    for attr in ("item", "tolist"):  # numpy scalar / array
+        method = getattr(value, attr, None)
+        if callable(method):
+            try:
+                return _plain(method())
+            except (TypeError, ValueError):
+                break
+    return str(value)
+
+
+def json_text(value: Any) -> str:
+    """Strict, compact JSON of ``value`` (numpy values as Python ones, NaN/inf as null): the
+    read model's rows and the dashboard's answers."""
+    return json.dumps(_plain(value), sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def loads_row(raw: bytes | str | None) -> dict | None:
+    """A stored JSON object, or None (absent, or not an object)."""
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 class RedisClient:
@@ -140,6 +180,10 @@ class RedisClient:
 
     def _key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
+
+    def count(self, name: str, amount: int = 1) -> None:
+        """Add ``amount`` to the shared throughput counter ``name`` (``"<kind>:<label>"``)."""
+        self._call(lambda r: r.hincrby(self._key(COUNTERS), name, amount), None)
 
     # ------------------------------------------------------------------ calls
 

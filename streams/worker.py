@@ -10,6 +10,7 @@ evenly whatever the EXPIDs hash to.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from collections.abc import Iterable
@@ -24,10 +25,16 @@ from streams.app import build_service
 from streams.codec import encode
 from streams.kafka_admin import acreate_topics, run_sync
 from streams.limits import check_limits
+from streams.readmodel import RedisReadModel
+from streams.rebuild import heal_read_model
 from streams.settings import Deployment, StreamSettings
 from streams.topology import CALIBRATE, Topology
 
 log = logging.getLogger("calibstream.worker")
+
+#: How often each worker looks whether Redis came back empty, to rebuild the read model
+#: from the folders (streams.rebuild; one worker does it).
+HEAL_INTERVAL_S = 10.0
 
 
 async def ensure_topics(stream: StreamSettings, topology: Topology = CALIBRATE) -> None:
@@ -53,6 +60,15 @@ def run_worker(deployment: Deployment, loglevel: str = "info") -> int:
     async def warm_up() -> None:
         await service.science.warm_up()
         log.info("science pool ready (%d process(es))", deployment.stream.science_processes)
+
+    healed = RedisReadModel(deployment.stream.redis)
+
+    @service.app.timer(HEAL_INTERVAL_S)
+    async def heal() -> None:  # the scan runs in a thread: the event loop keeps going
+        try:
+            await asyncio.to_thread(heal_read_model, deployment.stream.output_root, healed)
+        except Exception:
+            log.exception("the read model's self-heal check failed")
 
     worker = faust.Worker(service.app, loglevel=loglevel, redirect_stdouts=False)
     worker.execute_from_commandline()

@@ -199,6 +199,63 @@ def test_metrics_replace_order_page_and_filter(read_model: RedisReadModel, redis
     assert list(json.loads(raw)) == sorted(json.loads(raw)) and "NaN" not in raw
 
 
+def test_first_persistence_is_kept_for_the_same_content_or_submission(
+    read_model: RedisReadModel,
+) -> None:
+    """A row keeps the time, latency and timings of its first persistence when recorded
+    again with the same folder content (fingerprint) or, ok, the same submission."""
+    first = metric(5, 1000, fingerprint="aa", submitted_ms=900, latency_s=0.1, timings={"x": 1})
+    assert read_model.record_metrics(5, first) is True
+    again = {**first, "persisted_ms": 9000, "latency_s": 8.1, "timings": {"x": 2}, "n": 1}
+    assert read_model.record_metrics(5, again) is False  # a redelivery: same content
+    assert read_model.metrics(5) == {**first, "n": 1}  # the rest follows the record
+    replayed = {**again, "fingerprint": "bb"}  # a replay after an upgrade: same submission
+    assert read_model.record_metrics(5, replayed) is False
+    assert read_model.metrics(5) == {**first, "n": 1, "fingerprint": "bb"}  # the new content
+    assert read_model.record_metrics(5, {**replayed, "submitted_ms": None}) is False  # rebuilt
+    assert read_model.metrics(5) == {**first, "n": 1, "fingerprint": "bb"}
+    assert [m["exposure_id"] for m in read_model.page_metrics(10, before_ms=1001)] == [5]
+
+    new = {**first, "fingerprint": "cc", "submitted_ms": 5000, "persisted_ms": 6000}
+    assert read_model.record_metrics(5, {**new, "latency_s": 1.0}) is True  # a new calibration
+    assert read_model.metrics(5) == {**new, "latency_s": 1.0}
+    rebuilt = {**new, "latency_s": None, "submitted_ms": None, "timings": None}
+    assert read_model.record_metrics(5, rebuilt) is False  # the same folder, from a rebuild
+    assert read_model.metrics(5) == {**new, "latency_s": 1.0}
+
+    failed = metric(5, 7000, "failed", fingerprint="dd")  # a failure that replaced the folder
+    assert read_model.record_metrics(5, failed) is True
+    assert read_model.metrics(5) == failed and read_model.count_by_status()["failed"] == 1
+    assert read_model.record_metrics(5, {**failed, "persisted_ms": 8000}) is False
+    ok = metric(5, 9000, fingerprint="cc", submitted_ms=5000, latency_s=4.0)
+    assert read_model.record_metrics(5, ok) is True  # failed -> ok: a first ok persistence
+    assert read_model.metrics(5) == ok and read_model.count_by_status() == {"ok": 1, "failed": 0}
+
+    plain = metric(6, 100)  # rows without fingerprint or submission: replaced as they come
+    assert read_model.record_metrics(6, plain) is True
+    assert read_model.record_metrics(6, {**plain, "persisted_ms": 200}) is True
+    assert read_model.metrics(6)["persisted_ms"] == 200
+
+
+def test_rebuild_marker_and_claim(read_model: RedisReadModel, redis_url) -> None:
+    assert read_model.built() is False
+    assert read_model.claim_rebuild(5.0) is True and read_model.claim_rebuild(5.0) is False
+    other = RedisReadModel(redis_url, prefix=read_model.prefix)
+    assert other.claim_rebuild(5.0) is False  # one process at a time
+    read_model.renew_rebuild(60.0)
+    client = redis.Redis.from_url(redis_url)
+    assert 5000 < client.pttl(f"{read_model.prefix}:rebuilding") <= 60000
+    read_model.mark_built()
+    read_model.release_rebuild()
+    assert other.built() is True and other.claim_rebuild(0.05) is True
+    assert client.ttl(f"{read_model.prefix}:built") == -1  # the marker never expires
+    time.sleep(0.1)
+    assert read_model.claim_rebuild(5.0) is True  # a claim of a process that died expires
+    assert RedisReadModel(None).built() is None  # unknown, not "empty"
+    other.close()
+    client.close()
+
+
 def test_counters(read_model: RedisReadModel) -> None:
     assert read_model.counters() == {}
     read_model.incr("processed:detect")
