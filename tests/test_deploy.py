@@ -39,3 +39,27 @@ def test_every_service_command_is_one_the_cli_accepts():
     dashboard = build_parser().parse_args(compose["services"]["dashboard"]["command"])
     published = compose["services"]["dashboard"]["ports"][0].split(":")[-1]
     assert (dashboard.host, str(dashboard.port)) == ("0.0.0.0", published)
+
+
+def _redis_options(service: dict) -> dict[str, str]:
+    """``--name value`` pairs of a redis-server command."""
+    command = service["command"]
+    assert command[0] == "redis-server"
+    return {command[i][2:]: command[i + 1] for i in range(1, len(command), 2)}
+
+
+def test_only_the_shard_cache_is_evictable_and_the_read_model_persists():
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    services = compose["services"]
+    stream = load_deployment(REPO / "deploy" / "stream.toml").stream
+    model = _redis_options(services["redis"])
+    assert model["maxmemory-policy"] == "noeviction" and model["appendonly"] == "yes"
+    assert any(v.endswith(":/data") for v in services["redis"]["volumes"]), "AOF on a volume"
+    cache = _redis_options(services["redis-cache"])
+    assert cache["maxmemory-policy"] == "allkeys-lru" and cache["maxmemory"]
+    assert stream.redis.startswith("redis://redis:")
+    assert stream.cache_redis.startswith("redis://redis-cache:")
+    assert {"redis", "redis-cache"} <= set(services["worker"]["depends_on"])
+    for name, service in services.items():  # Redis has no password: never on the host
+        if service.get("image", "").startswith("redis"):
+            assert "ports" not in service, f"{name} publishes a Redis port"
