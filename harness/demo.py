@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import signal
 import threading
 import time
@@ -45,6 +46,7 @@ def run_demo(
 ) -> int:
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
+    _clear_previous_run(out)
     # SIGTERM while it starts or calibrates unwinds the stack, which stops what it started
     with sigterm_exits(), contextlib.ExitStack() as running:
         broker = running.enter_context(TansuBroker(out / "broker"))
@@ -87,6 +89,17 @@ def run_demo(
         print("stopping the dashboard, the worker, the broker and Redis")
     failed = [s for s in summaries.values() if s.get("status") != "ok"]
     return 0 if len(failed) == 1 else 1  # exactly the broken exposure fails
+
+
+def _clear_previous_run(out: Path) -> None:
+    """A rerun in the same folder starts clean: the previous run's results go (else its
+    folders would be printed as this run's, and rebuilt into the read model). The broker
+    (memory storage) and Redis (no persistence) are new processes each run: nothing else
+    of a previous run survives it."""
+    results = out / "results"
+    if results.exists():
+        print(f"clearing the previous run's results ({results})")
+        shutil.rmtree(results)
 
 
 def _start_redis(running: contextlib.ExitStack, out: Path) -> str | None:
@@ -175,18 +188,27 @@ def _print_results(
             print(f"{expid:>6}  {'failed':<7} {summary['stage']}: {summary['reason']}")
             continue
         header = summary["header"]
-        row = metrics.metrics(expid) if metrics is not None else None
-        if row is not None:
-            latency = row["latency_s"]
-        else:  # no Redis: when the folder appeared
-            written = (root / "exposures" / str(expid) / "summary.json").stat().st_mtime
-            latency = written - submitted[expid]
+        latency = _latency(expid, metrics, root, submitted[expid])
         print(
             f"{expid:>6}  {'ok':<7} {header['MAGZERO']:>8.4f}±{header['MAGZERO_ERR']:.4f} "
-            f"{header['MAGZERO_RMS']:>6.3f} {header['ASTRMS']:>5.1f}mas "
-            f"{header['ASTNMATCH']:>7d} {latency:>7.2f}s"
+            f"{header['MAGZERO_RMS']:>6.3f} {header['ASTRMS']:>5.1f}mas {header['ASTNMATCH']:>7d} "
+            + ("       —" if latency is None else f"{latency:>7.2f}s")
         )
     print(
         f"\noutputs: {root / 'exposures'}/<EXPID>/ (calexp.fits header, src.fits, "
         "matches.fits, background.fits, summary.json)"
     )
+
+
+def _latency(
+    expid: int, metrics: RedisReadModel | None, root: Path, submitted: float
+) -> float | None:
+    """The read model's latency of an exposure (its row follows the folder by a moment:
+    waited for up to 2 s); without Redis, when its folder was written."""
+    if metrics is not None and metrics.state == "up":
+        deadline = time.monotonic() + 2.0
+        while (row := metrics.metrics(expid)) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return None if row is None else row.get("latency_s")
+    written = (root / "exposures" / str(expid) / "summary.json").stat().st_mtime
+    return written - submitted
