@@ -64,7 +64,7 @@ def context(deployment: Deployment) -> runner.Context:
         stream,
         deployment.science,
         RedisReadModel(stream.redis),
-        RedisShardCache(stream.redis),
+        RedisShardCache(stream.cache_redis or stream.redis, counters_url=stream.redis),
         deployment.topology,
     )
 

@@ -26,7 +26,7 @@ from streaming import (
     write_config,
 )
 
-from calibstream.cli import main as core_main
+from streams.cli import main as core_main
 from streams.cli import main as stream_main
 from streams.codec import HEADER
 from streams.readmodel import RedisReadModel
