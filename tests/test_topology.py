@@ -35,7 +35,7 @@ pytestmark = pytest.mark.slow
 
 def test_the_topology_derives_the_roles_the_replay_choices_and_the_readme_table():
     assert CALIBRATE.roles == (
-        "exposures", "detections", "matches", "zeropoints", "failures", "deadletter",
+        "exposures", "detections", "matches", "zeropoints", "failures", "deadletter", "parked",
     )  # fmt: skip
     assert CALIBRATE.consumed == ("exposures", "detections", "matches", "zeropoints", "failures")
     replay_topic = next(a for a in build_parser()._actions if a.dest == "command").choices["replay"]
