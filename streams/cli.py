@@ -111,7 +111,13 @@ def _rebuild_read_model(args: argparse.Namespace) -> int:
 def _dashboard(args: argparse.Namespace) -> int:
     from streams.dashboard import run_dashboard
 
-    return run_dashboard(_deployment(args), host=args.host, port=args.port)
+    return run_dashboard(
+        _deployment(args),
+        host=args.host,
+        port=args.port,
+        token=args.token,
+        token_file=args.token_file,
+    )
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -201,8 +207,19 @@ def _add_replay(p: argparse.ArgumentParser) -> None:
 def _add_dashboard_and_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("dashboard", help="serve the monitoring page, its JSON API and /metrics")
     _service_options(p)
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0: all)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (0.0.0.0: all; anything but loopback needs a token)",
+    )
     p.add_argument("--port", type=int, default=8765)
+    p.add_argument(
+        "--token-file",
+        default=None,
+        help="file holding the token (a Docker secret); else --token, "
+        "$CALIBSTREAM_DASHBOARD_TOKEN or [stream] dashboard_token",
+    )
+    p.add_argument("--token", default=None, help="the token itself (visible to ps: for trials)")
     p.set_defaults(func=_dashboard)
 
     p = sub.add_parser("demo", help="the embedded default: broker, Redis, a worker, exposures")

@@ -10,20 +10,23 @@ Routes (the JSON API is documented in the README)::
     /api/exposures/{expid}             one exposure: read-model row and summary.json
     /api/exposures/{expid}/quality     the per-exposure plots' data
     /api/lag                           consumer lag per topic and partition
-    /api/events?since=MS               server-sent events: ``exposures`` (new rows) and
-                                       ``summary`` (as /api/summary), live
+    /api/events?after=CURSOR           server-sent events: ``exposures`` (rows recorded
+                                       after the cursor, paged, in order) and ``summary``
     /metrics                           Prometheus text format
     /static/...                        the page's scripts and plotly.js (vendored, offline)
 
 Everything is served by this process: the page works offline. Redis calls are blocking
-(redis-py), so they run in threads, never on the event loop.
+(redis-py), so they run in threads, never on the event loop. Every request passes the guard
+(:mod:`streams.dashboard_guard`: Host allow list, and a token off loopback).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -31,11 +34,12 @@ from typing import Any
 
 from aiohttp import web
 
+from streams.dashboard_guard import Guard, GuardError, guard_middleware, make_guard, read_token
 from streams.lag import LagProbe
 from streams.metrics import metrics_text
-from streams.monitor import ExposureQuery, LagState, Monitor
+from streams.monitor import LIVE_PAGE, ExposureQuery, LagState, Monitor
 from streams.readmodel import RedisReadModel, json_text
-from streams.settings import Deployment
+from streams.settings import Deployment, StreamSettings
 
 __all__ = ["build_app", "run_dashboard"]
 
@@ -43,14 +47,24 @@ log = logging.getLogger("calibstream.dashboard")
 
 STATIC = Path(__file__).with_name("static")
 LIVE_INTERVAL_S = 1.0  # how often the live stream looks for new exposures
-SUMMARY_EVERY = 2  # ... and sends a summary (every this many looks)
+LIVE_PAGES_PER_LOOK = 20  # pages of LIVE_PAGE rows sent at most before the summary is due
+SUMMARY_INTERVAL_S = 2.0  # how often it sends the summary
 LAG_INTERVAL_S = 2.0
 
 MONITOR = web.AppKey("monitor", Monitor)
 
 
+def _dumps(value: Any) -> str:
+    """Strict JSON; rows read back from Redis are plain already, so the quick way first
+    (json_text's conversions cost ~10 ms a page of 1,000 rows), json_text for the rest."""
+    try:
+        return json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError):  # numpy values, NaN
+        return json_text(value)
+
+
 def _json(value: Any, status: int = 200) -> web.Response:
-    return web.Response(text=json_text(value), status=status, content_type="application/json")
+    return web.Response(text=_dumps(value), status=status, content_type="application/json")
 
 
 def _expid(request: web.Request) -> int:
@@ -112,13 +126,42 @@ async def _metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
 
 
-async def _events(request: web.Request) -> web.StreamResponse:
-    """Server-sent events: new exposure rows as they are persisted, and the summary."""
-    monitor = request.app[MONITOR]
+def _live_cursor(request: web.Request) -> int | None:
+    """Where a live stream starts: the browser's ``Last-Event-ID`` when it reconnects, else
+    ``after`` (a page's ``cursor``), else now."""
+    text = request.headers.get("Last-Event-ID") or request.query.get("after")
+    if not text:
+        return None
     try:
-        since = float(request.query.get("since") or time.time() * 1000.0)
+        cursor = int(text)
     except ValueError:
-        raise web.HTTPBadRequest(text="since must be a time in ms") from None
+        cursor = -1
+    if cursor < 0:
+        raise web.HTTPBadRequest(text="after must be an arrival cursor (an integer >= 0)")
+    return cursor
+
+
+async def _send_arrivals(
+    monitor: Monitor, cursor: int | None, send: Callable[..., Awaitable[None]]
+) -> tuple[int | None, bool]:
+    """Send the rows recorded after ``cursor``, ``LIVE_PAGE`` a message, oldest first;
+    returns the new cursor and whether it caught up (else more pages wait)."""
+    for _ in range(LIVE_PAGES_PER_LOOK):
+        found = await _off_loop(monitor.arrivals, cursor)
+        if found["cursor"] is not None:
+            cursor = found["cursor"]
+        if found["rows"]:
+            await send("exposures", found["rows"], cursor)
+        if len(found["rows"]) < LIVE_PAGE:
+            return cursor, True
+    return cursor, False
+
+
+async def _events(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: every exposure row recorded (new or changed) after the cursor,
+    a page at a time (each message's ``id`` is the cursor after it), and the summary."""
+    monitor = request.app[MONITOR]
+    cursor = _live_cursor(request)
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -128,20 +171,18 @@ async def _events(request: web.Request) -> web.StreamResponse:
     )
     await response.prepare(request)
 
-    async def send(event: str, data: Any) -> None:
-        await response.write(f"event: {event}\ndata: {json_text(data)}\n\n".encode())
+    async def send(event: str, data: Any, event_id: int | None = None) -> None:
+        head = "" if event_id is None else f"id: {event_id}\n"
+        await response.write(f"{head}event: {event}\ndata: {_dumps(data)}\n\n".encode())
 
-    looks = 0
+    summary_due = 0.0
     with contextlib.suppress(ConnectionResetError, asyncio.CancelledError):
         while True:
-            page = await _off_loop(monitor.exposures, ExposureQuery(limit=500, since_ms=since))
-            if page["rows"]:
-                since = max(row["persisted_ms"] for row in page["rows"])
-                await send("exposures", page["rows"][::-1])  # oldest first
-            if looks % SUMMARY_EVERY == 0:
+            cursor, caught_up = await _send_arrivals(monitor, cursor, send)
+            if time.monotonic() >= summary_due:
                 await send("summary", await _off_loop(monitor.summary))
-            looks += 1
-            await asyncio.sleep(LIVE_INTERVAL_S)
+                summary_due = time.monotonic() + SUMMARY_INTERVAL_S
+            await asyncio.sleep(LIVE_INTERVAL_S if caught_up else 0)
     return response
 
 
@@ -164,9 +205,13 @@ async def _poll_lag(probe: LagProbe, state: LagState) -> None:
         await asyncio.sleep(LAG_INTERVAL_S)
 
 
-def build_app(monitor: Monitor, probe: LagProbe | None = None) -> web.Application:
-    """The aiohttp application; ``probe`` (optional) keeps the consumer lag current."""
-    app = web.Application()
+def build_app(
+    monitor: Monitor, probe: LagProbe | None = None, *, guard: Guard | None = None
+) -> web.Application:
+    """The aiohttp application; ``probe`` (optional) keeps the consumer lag current;
+    ``guard`` checks every request (default: loopback Host names only, no token)."""
+    guard = guard or make_guard(StreamSettings(), "127.0.0.1", None)
+    app = web.Application(middlewares=[guard_middleware(guard)])
     app[MONITOR] = monitor
     app.router.add_get("/", _page("dashboard.html"))
     app.router.add_get("/exposure/{expid}", _page("exposure.html"))
@@ -193,15 +238,28 @@ def build_app(monitor: Monitor, probe: LagProbe | None = None) -> web.Applicatio
     return app
 
 
-def run_dashboard(deployment: Deployment, host: str = "127.0.0.1", port: int = 8765) -> int:
-    """Serve the dashboard of a deployment until interrupted."""
+def run_dashboard(
+    deployment: Deployment,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    *,
+    token: str | None = None,
+    token_file: str | None = None,
+) -> int:
+    """Serve the dashboard of a deployment until interrupted; 2 (and one line on stderr)
+    when it may not: a token is needed (not loopback, or asked for) and there is none."""
     stream = deployment.stream
+    try:
+        guard = make_guard(stream, host, read_token(stream, token, token_file))
+    except GuardError as exc:
+        print(f"calibstream dashboard: {exc}", file=sys.stderr)
+        return 2
     monitor = Monitor(
         RedisReadModel(stream.redis), Path(stream.output_root), deployment.science.colorterms
     )
     if stream.redis is None:
         log.warning("no Redis configured: the dashboard has no read model to show")
-    app = build_app(monitor, LagProbe(stream, deployment.topology))
+    app = build_app(monitor, LagProbe(stream, deployment.topology), guard=guard)
     print(f"dashboard at http://{host}:{port}/", flush=True)
     web.run_app(app, host=host, port=port, print=None, access_log=None)
     return 0

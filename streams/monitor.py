@@ -3,8 +3,10 @@ broker: summaries, pages of exposures, one exposure, its quality plots. No HTTP 
 
 Everything is paged or aggregated so that the answers stay small however many exposures
 the read model holds: exposures come newest first in pages bounded in time (a live stream
-does not shift them), throughput is counted by Redis per minute, latency percentiles are
-taken over the most recent exposures.
+does not shift them) and read through per-value indexes, never by scanning the rows
+(:mod:`streams.readmodel_index`), the live stream follows the rows' arrival numbers a page
+at a time, throughput is counted by Redis per minute, latency percentiles are taken over the
+most recent exposures.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ import numpy as np
 from calibstream.config import ColorTerm
 from calibstream.io.outputs import exposure_dir, read_summary
 from calibstream.quality import exposure_quality
+from calibstream.verdicts import CALIBRATED, STATUSES
 from streams.lag import PartitionLag
 from streams.readmodel import Histogram, ReadModel
+from streams.readmodel_index import index_value
 
 __all__ = ["ROW_FIELDS", "ExposureQuery", "LagState", "Monitor"]
 
@@ -49,9 +53,16 @@ ROW_FIELDS = (
     "stage",
     "error",
     "reason",
+    "exptime",
+    "psf_fwhm_arcsec",
+    "sky_bg",
+    "maglim",
+    "efftime",
+    "flags",
 )
 
 MAX_PAGE = 5000
+LIVE_PAGE = 500  # rows per live message (a burst goes out in several)
 LATENCY_WINDOW = 1000  # exposures the latency percentiles are taken over
 THROUGHPUT_MINUTES = 60
 
@@ -77,29 +88,30 @@ class ExposureQuery:
             return None if value in (None, "") else kind(value)
 
         status = params.get("status") or None
-        if status not in (None, "ok", "failed"):
-            raise ValueError(f"status must be ok or failed, not {status!r}")
+        if status not in (None, *STATUSES):
+            raise ValueError(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
+        band = params.get("band") or None
+        if band is not None and index_value(band) is None:
+            raise ValueError("band must be a short one-line name")
         limit = number("limit", int)
+        before_ms, since_ms = number("before", float), number("since", float)
+        if not all(math.isfinite(t) for t in (before_ms, since_ms) if t is not None):
+            raise ValueError("before and since must be finite times in ms")
         return cls(
             limit=1000 if limit is None else max(1, min(MAX_PAGE, limit)),
-            before_ms=number("before", float),
-            since_ms=number("since", float),
+            before_ms=before_ms,
+            since_ms=since_ms,
             status=status,
-            band=params.get("band") or None,
+            band=band,
             visit=number("visit", int),
             detector=number("detector", int),
         )
 
-    def matches(self, row: Mapping[str, Any]) -> bool:
-        return (
-            (self.band is None or row.get("band") == self.band)
-            and (self.visit is None or row.get("visit") == self.visit)
-            and (self.detector is None or row.get("detector") == self.detector)
-        )
-
     @property
-    def filtered(self) -> bool:
-        return (self.band, self.visit, self.detector) != (None, None, None)
+    def where(self) -> dict[str, Any]:
+        """The indexed filters given (band, visit, detector)."""
+        given = {"band": self.band, "visit": self.visit, "detector": self.detector}
+        return {name: value for name, value in given.items() if value is not None}
 
 
 @dataclass
@@ -149,19 +161,30 @@ class Monitor:
         self._summary: tuple[float, dict] | None = None  # (when, what): shared by clients
 
     def exposures(self, query: ExposureQuery) -> dict:
-        """A page of exposure rows, newest first, and the cursor of the next (older) page."""
-        rows = self.readmodel.page_metrics(
+        """A page of exposure rows, newest first, read through the indexes (a bounded number
+        of entries: :data:`~streams.readmodel_index.READ_BUDGET`); ``next_before`` is where
+        the next (older) page starts, ``partial`` says the read budget ended this one before
+        it was full, ``cursor`` is where the live stream (``arrivals``) goes on from."""
+        page = self.readmodel.query_metrics(
             query.limit,
             before_ms=query.before_ms,
             since_ms=query.since_ms,
             status=query.status,
-            match=query.matches if query.filtered else None,
+            where=query.where,
         )
-        full = len(rows) == query.limit
         return {
-            "rows": [_row(r) for r in rows],
-            "next_before": rows[-1]["persisted_ms"] if rows and full else None,
+            "rows": [_row(r) for r in page.rows],
+            "next_before": page.next_before,
+            "partial": page.partial,
+            "cursor": page.cursor,
         }
+
+    def arrivals(self, after: int | None, limit: int = LIVE_PAGE) -> dict:
+        """Rows recorded (new or changed) after the arrival cursor ``after``, oldest first,
+        at most ``limit``, and the cursor after them (``after=None``: none, the cursor of
+        now; the cursor is None while Redis is unavailable)."""
+        found = self.readmodel.arrivals(after, limit)
+        return {"rows": [_row(r) for r in found.rows], "cursor": found.cursor}
 
     def exposure(self, expid: int) -> dict | None:
         """One exposure: its read-model row (timings included) and its summary.json."""
@@ -185,12 +208,13 @@ class Monitor:
         return {"minute_ms": edges[:-1], "count": counts, "per_minute_5": recent / 5.0}
 
     def latency(self) -> dict:
-        rows = self.readmodel.page_metrics(LATENCY_WINDOW, status="ok")
-        values = [r.get("latency_s") for r in rows]
+        """Percentiles over the latest calibrations (ok, with warnings or partial)."""
+        rows = self.readmodel.page_metrics(LATENCY_WINDOW)
+        values = [r.get("latency_s") for r in rows if r.get("status") in CALIBRATED]
         return {
             "p50_s": _percentile(values, 50),
             "p95_s": _percentile(values, 95),
-            "over": len(rows),
+            "over": len(values),
         }
 
     def counters(self) -> dict[str, dict[str, int]]:

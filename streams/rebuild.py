@@ -12,6 +12,11 @@ Self-healing (:func:`heal_read_model`, every ~10 s in each worker): a ``built`` 
 at each rebuild; when it is absent (Redis restarted without its data, or flushed) while
 folders exist, one process (SET NX) rebuilds. The marker is not set by the sinks' writes: a
 write into a Redis that just came back empty must not hide the rows it lost.
+
+The dashboard's per-value indexes (:mod:`streams.readmodel_index`) are kept by the record
+script, so a rebuild keeps them too; rows recorded before the indexes existed (or whose
+folders are gone) are indexed by :func:`heal_indexes` (an ``indexed`` marker, the same claim)
+and at the end of every rebuild.
 """
 
 from __future__ import annotations
@@ -26,11 +31,13 @@ from pathlib import Path
 from typing import Any
 
 from calibstream.io.outputs import SUMMARY
+from calibstream.verdicts import CALIBRATED, STATUSES
 from streams.readmodel import ReadModel, RedisReadModel
 
 __all__ = [
     "FolderState",
     "folder_state",
+    "heal_indexes",
     "heal_read_model",
     "rebuild_read_model",
     "record_folder",
@@ -39,10 +46,11 @@ __all__ = [
 
 log = logging.getLogger("calibstream.rebuild")
 
-#: summary.json's keys that a row keeps as they are (metadata; a failure's stage and reason).
+#: summary.json's keys that a row keeps as they are (metadata; a failure's or a partial
+#: calibration's stage and reason; the flagged verdicts' reason codes).
 SUMMARY_FIELDS = (
     "status", "expid", "visit", "detector", "band", "mjd_obs", "exptime", "software_version",
-    "n_sources", "reserved_rms", "stage", "error", "reason", "input",
+    "n_sources", "reserved_rms", "stage", "error", "reason", "input", "flags",
 )  # fmt: skip
 
 #: The calexp header's figures in summary.json -> the row's names for them.
@@ -53,6 +61,10 @@ HEADER_FIGURES = {
     "MAGZERO_NOBJ": "magzero_nobj",
     "ASTRMS": "astrms_mas",
     "ASTNMATCH": "astnmatch",
+    "PSFFWHM": "psf_fwhm_arcsec",
+    "SKYBG": "sky_bg",
+    "MAGLIM": "maglim",
+    "EFFTIME": "efftime",
 }
 
 #: How long a rebuild's claim lasts without being renewed (a process that dies mid-rebuild
@@ -78,7 +90,7 @@ def folder_state(folder: Path) -> FolderState | None:
         summary = json.loads(data)
     except (OSError, ValueError):
         return None
-    if not isinstance(summary, dict) or summary.get("status") not in ("ok", "failed"):
+    if not isinstance(summary, dict) or summary.get("status") not in STATUSES:
         return None
     return FolderState(summary, hashlib.sha256(data).hexdigest()[:32], mtime_ns // 1_000_000)
 
@@ -112,7 +124,8 @@ def record_folder(
     if state is None:
         log.warning("exposure %s: no readable summary in %s: not recorded", expid, folder)
         return None
-    ok = state.summary["status"] == "ok"
+    status = state.summary["status"]
+    ok = status in CALIBRATED  # ok, with warnings or partial: a calibration was persisted
     latency_s = None
     if ok and submitted_ms is not None and state.mtime_ms >= submitted_ms:
         latency_s = (state.mtime_ms - submitted_ms) / 1000
@@ -125,7 +138,7 @@ def record_folder(
         "timings": dict(timings) if ok and timings is not None else None,
     }
     if ok:
-        entry = {"status": "ok", "folder": str(folder), "fingerprint": state.fingerprint}
+        entry = {"status": status, "folder": str(folder), "fingerprint": state.fingerprint}
         readmodel.record_persisted(expid, entry)
     first = readmodel.record_metrics(expid, row)
     return latency_s if first else None
@@ -157,14 +170,32 @@ def rebuild_read_model(root: Path, readmodel: RedisReadModel) -> int:
         recorded += 1
         if recorded % 1000 == 0:
             readmodel.renew_rebuild(CLAIM_TTL_S)
+    readmodel.reindex_metrics()  # the rows of folders that are gone, recorded unindexed
     readmodel.mark_built()
     return recorded
+
+
+def heal_indexes(readmodel: RedisReadModel) -> int | None:
+    """Index the rows recorded before the per-value indexes existed, once (the ``indexed``
+    marker; one process, by the rebuild's claim); the rows indexed, or None when nothing
+    was to be done (or Redis is unavailable)."""
+    if readmodel.indexed() is not False or not readmodel.claim_rebuild(CLAIM_TTL_S):
+        return None
+    try:
+        done = readmodel.reindex_metrics()
+        if done:
+            log.warning("indexed %d read-model rows recorded before the indexes existed", done)
+        return done
+    finally:
+        readmodel.release_rebuild()
 
 
 def heal_read_model(root: Path, readmodel: RedisReadModel) -> int | None:
     """Rebuild the read model when Redis came back empty: the ``built`` marker absent while
     exposure folders exist. One process does it (a claim by SET NX); returns the rows
-    rebuilt, or None when nothing was to be done (or Redis is unavailable)."""
+    rebuilt, or None when nothing was to be done (or Redis is unavailable). Indexes the
+    rows that predate the per-value indexes first (:func:`heal_indexes`)."""
+    heal_indexes(readmodel)
     if readmodel.built() is not False:  # built, or Redis unavailable
         return None
     if next(exposure_folders(root), None) is None:

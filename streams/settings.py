@@ -72,6 +72,13 @@ class StreamSettings:
     #: An encoded event larger than this leaves its catalogue columns in a claim file under
     #: ``output_root/claims/`` and carries its URI and digest (None: max_message_bytes // 4).
     claim_threshold_bytes: int | None = None
+    #: The dashboard's bearer token (streams/dashboard_guard.py); needed to listen on anything
+    #: but loopback. Better kept out of this file: $CALIBSTREAM_DASHBOARD_TOKEN or --token-file.
+    dashboard_token: str | None = None
+    #: Ask for the token on loopback too.
+    dashboard_require_token: bool = False
+    #: Host names the dashboard answers for, besides loopback's and the address it binds.
+    dashboard_hosts: tuple[str, ...] = ()
 
     @property
     def retry(self) -> RetryPolicy:

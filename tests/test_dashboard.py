@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import statistics
+import time
 from pathlib import Path
 
 import numpy as np
@@ -224,27 +226,82 @@ def test_summary_figures(read_model, tmp_path):
     )
 
 
+async def next_event(response) -> tuple[str, int | None, object]:
+    """The next server-sent event: (name, id or None, data)."""
+    fields = {}
+    while True:
+        line = (await response.content.readline()).decode().rstrip("\n")
+        if not line:
+            if fields:
+                break
+            continue
+        key, _, value = line.partition(": ")
+        fields[key] = value
+    event_id = int(fields["id"]) if "id" in fields else None
+    return fields["event"], event_id, json.loads(fields["data"])
+
+
 def test_live_events_bring_new_exposures(read_model, tmp_path):
     fill(read_model, n=5)
-    since = T0_MS + 5000 * 4
 
     async def calls(client):
-        response = await client.get(f"/api/events?since={since}")
+        page = await (await client.get("/api/exposures")).json()
+        # Recorded after the page was read, before the stream opens: not missed.
+        read_model.record_metrics(9999, {"status": "ok", "expid": 9999, "persisted_ms": T0_MS})
+        response = await client.get(f"/api/events?after={page['cursor']}")
         assert response.headers["Content-Type"].startswith("text/event-stream")
-        read_model.record_metrics(9999, {"status": "ok", "expid": 9999, "persisted_ms": since + 10})
         events = {}
         async with asyncio.timeout(10):
             while "exposures" not in events or "summary" not in events:
-                name = (await response.content.readline()).decode().strip()
-                data = (await response.content.readline()).decode().strip()
-                await response.content.readline()
-                events[name.removeprefix("event: ")] = json.loads(data.removeprefix("data: "))
+                name, event_id, data = await next_event(response)
+                events[name] = (event_id, data)
         response.close()
-        return events
+        bad = await client.get("/api/events?after=x")
+        return page, events, bad.status
 
-    events = api(read_model, tmp_path, since, calls)
-    assert [r["expid"] for r in events["exposures"]] == [9999]  # only what is newer
-    assert events["summary"]["exposures"]["ok"] in (5, 6)  # before or after the new one
+    page, events, bad = api(read_model, tmp_path, T0_MS, calls)
+    assert len(page["rows"]) == 5 and page["next_before"] is None and not page["partial"]
+    event_id, rows = events["exposures"]
+    assert [r["expid"] for r in rows] == [9999]  # only what came after the page
+    assert event_id == page["cursor"] + 1  # the cursor to resume from
+    assert events["summary"][1]["exposures"]["ok"] in (5, 6)  # before or after the new one
+    assert bad == 400
+
+
+def test_a_burst_arrives_in_full_in_order_a_page_at_a_time(read_model, tmp_path):
+    """2,000 exposures recorded at once reach a live page all, oldest first, in messages of
+    at most 500; a reconnection (Last-Event-ID) goes on where the last message ended."""
+    fill(read_model, n=3)
+    burst = [
+        (20_000 + i, {"status": "ok", "expid": 20_000 + i, "band": "r", "persisted_ms": T0_MS + i})
+        for i in range(2000)
+    ]
+
+    async def calls(client):
+        response = await client.get("/api/events")
+        messages = []
+        async with asyncio.timeout(30):
+            while (await next_event(response))[0] != "summary":
+                pass  # the stream has taken its cursor (now) before its first summary
+            await asyncio.to_thread(read_model.record_metrics_batch, burst)
+            while sum(len(rows) for _, rows in messages) < len(burst):
+                name, event_id, data = await next_event(response)
+                if name == "exposures":
+                    messages.append((event_id, data))
+        response.close()
+        resumed = await client.get("/api/events", headers={"Last-Event-ID": str(messages[1][0])})
+        async with asyncio.timeout(10):
+            name, _, first = await next_event(resumed)
+        resumed.close()
+        return messages, name, first
+
+    messages, name, first = api(read_model, tmp_path, T0_MS, calls)
+    sizes = [len(rows) for _, rows in messages]
+    print(f"a burst of 2,000 exposures: {len(messages)} messages of {sizes} rows")
+    assert [r["expid"] for _, rows in messages for r in rows] == [expid for expid, _ in burst]
+    assert len(messages) >= 4 and max(sizes) <= 500
+    assert [event_id for event_id, _ in messages] == sorted(event_id for event_id, _ in messages)
+    assert name == "exposures" and first[0]["expid"] == messages[2][1][0]["expid"]
 
 
 def test_metrics_parse_and_count(read_model, tmp_path):
@@ -291,3 +348,86 @@ def test_one_summary_serves_every_client_for_a_second(read_model, tmp_path):
     assert monitor.summary() is first  # within the second: the same answer, no Redis reads
     now[0] += 0.6
     assert monitor.summary()["exposures"]["ok"] == first["exposures"]["ok"] + 1
+
+
+# ---------------------------------------------------------------- 100,000 exposures
+
+BIG = 100_000
+
+
+def big_rows():
+    """100,000 exposures: 2,000 visits of 50 detectors, a band per visit, every 10th failed."""
+    for i in range(BIG):
+        visit = 10_000 + i // 50
+        yield (
+            i,
+            {
+                "status": "failed" if i % 10 == 9 else "ok",
+                "expid": i,
+                "visit": visit,
+                "detector": i % 50,
+                "band": "ugrizy"[visit % 6],
+                "magzero": 28.0,
+                "persisted_ms": T0_MS + 100 * i,
+            },
+        )
+
+
+@pytest.mark.slow
+def test_filtered_queries_stay_fast_at_a_hundred_thousand_rows(read_model, tmp_path):
+    rows = list(big_rows())
+    for start in range(0, BIG, 5000):
+        read_model.record_metrics_batch(rows[start : start + 5000])
+    assert read_model.count_metrics() == BIG
+    queries = {  # name: query (at most 1000 rows: the default page)
+        "band matching nothing": "band=nothing",
+        "visit and band matching nothing": "visit=10001&band=u",
+        "one row (band+visit+detector)": "band=g&visit=10003&detector=7",
+        "one visit": "visit=11999",
+        "band and detector": "band=g&detector=3",
+        "status failed": "status=failed",
+        "status ok and band": "status=ok&band=y",
+        "no filter": "",
+    }
+    expected = {}
+    for name, query in queries.items():
+        where = dict(part.split("=") for part in query.split("&") if part)
+        found = [
+            expid
+            for expid, row in reversed(rows)
+            if all(str(row[key]) == value for key, value in where.items())
+        ]
+        expected[name] = found[:1000]
+    assert [len(expected[name]) for name in list(queries)[:3]] == [0, 0, 1]
+
+    async def calls(client):
+        timings = {}
+        for name, query in queries.items():
+            seconds = []
+            for _ in range(7):
+                start = time.perf_counter()
+                response = await client.get(f"/api/exposures?{query}")
+                page = await response.json()
+                seconds.append(time.perf_counter() - start)
+            assert [row["expid"] for row in page["rows"]] == expected[name], name
+            timings[name] = statistics.median(seconds)
+        # Eight of the costliest filtered pages at once, and a cheap call meanwhile.
+        heavy = [
+            asyncio.ensure_future(client.get(f"/api/exposures?band=g&detector={d}&limit=5000"))
+            for d in range(8)
+        ]
+        await asyncio.sleep(0.01)
+        start = time.perf_counter()
+        await (await client.get("/api/exposures/5")).json()
+        timings["a cheap call beside 8 costly ones"] = time.perf_counter() - start
+        for response in await asyncio.gather(*heavy):
+            assert len((await response.json())["rows"]) in (333, 334)
+        return timings
+
+    timings = api(read_model, tmp_path, T0_MS, calls)
+    beside = timings.pop("a cheap call beside 8 costly ones")
+    for name, seconds in timings.items():
+        print(f"100,000 exposures, {name}: median of 7 {seconds * 1000:.1f} ms")
+    print(f"100,000 exposures, a cheap call beside 8 costly ones: {beside * 1000:.1f} ms")
+    assert max(timings.values()) < 0.1, timings
+    assert beside < 1.0

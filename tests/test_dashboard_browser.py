@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +27,7 @@ from test_dashboard import metric_samples
 
 from harness.processes import free_port
 from harness.workers import DashboardProcess
+from streams.dashboard_guard import TOKEN_ENV
 from streams.kafka_admin import port_open
 from streams.readmodel import RedisReadModel
 from streams.settings import write_stream_config
@@ -260,3 +263,68 @@ def test_ten_thousand_exposures_render_within_budget(browser, redis_factory, tmp
         assert page.points("zp-chart") == expected
         assert page.page.locator("#recent tbody tr").count() == min(50, expected)
         assert page.errors == []
+
+
+# ---------------------------------------------------------------- with a token
+
+
+def status_of(url: str, **headers: str) -> int:
+    try:
+        return urllib.request.urlopen(
+            urllib.request.Request(url, headers=headers), timeout=10
+        ).status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_a_dashboard_that_asks_for_a_token(browser, redis_factory, tmp_path, monkeypatch):
+    """Bound to 127.0.0.1 but asking for the token all the same (dashboard_require_token):
+    nothing answers without it; the page opened once with ?token= draws, and follows live
+    (its fetch and EventSource calls carry the cookie it got)."""
+    redis = redis_factory(workdir=tmp_path / "redis")
+    model = RedisReadModel(redis.url)
+    t0 = time.time() * 1000 - 300 * 1000
+    rows = [
+        {"status": "ok", "expid": 7000 + i, "visit": 400 + i // 10, "detector": i % 10,
+         "band": "gr"[i % 2], "mjd_obs": 61000 + i / 1000, "persisted_ms": t0 + 1000 * i,
+         "magzero": 28 + 0.01 * (i % 7), "magzero_err": 0.002, "magzero_rms": 0.02,
+         "astrms_mas": 11.0, "astnmatch": 80, "latency_s": 2.0}
+        for i in range(300)
+    ]  # fmt: skip
+    model.record_metrics_batch((row["expid"], row) for row in rows)
+    token = secrets.token_urlsafe(32)  # made here: no token is written in the repository
+    monkeypatch.setenv(TOKEN_ENV, token)
+    config = write_stream_config(
+        tmp_path / "stream.toml",
+        broker=f"kafka://127.0.0.1:{free_port()}",
+        redis=redis.url,
+        output_root=str(tmp_path / "out"),
+        dashboard_require_token=True,
+    )
+    with DashboardProcess(config, tmp_path / "dashboard") as dashboard:
+        url = dashboard.url
+        for path in ("", "exposure/7000", "static/dashboard.js", "api/summary", "metrics"):
+            assert status_of(url + path) == 401, path
+        assert status_of(url + "metrics", Authorization=f"Bearer {token}") == 200
+
+        stranger = Page(browser)
+        assert stranger.page.goto(url).status == 401
+        stranger.page.close()
+
+        page = Page(browser)
+        page.open(f"{url}?token={token}")
+        assert page.page.url == url  # the token left the address bar
+        assert page.points("zp-chart") == 300
+        assert page.page.locator("#n-ok").inner_text() == "300"
+        new = {**rows[-1], "expid": 7999, "persisted_ms": time.time() * 1000}
+        model.record_metrics(7999, new)  # arrives through the live stream
+        page.page.wait_for_function(
+            "() => document.getElementById('zp-chart').data"
+            ".reduce((n, t) => n + t.x.length, 0) === 301",
+            timeout=30000,
+        )
+        assert page.page.locator("#live").inner_text() == "live"
+        page.screenshot("dashboard-token.png")
+        page.open(f"{url}exposure/7999")  # another page, the same cookie
+        assert "7999" in page.page.locator("body").inner_text()
+        assert page.errors == [] and all(u.startswith(url) for u in page.requests)

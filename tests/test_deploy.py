@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 import yaml
 from conftest import REPO
 
@@ -63,3 +64,44 @@ def test_only_the_shard_cache_is_evictable_and_the_read_model_persists():
     for name, service in services.items():  # Redis has no password: never on the host
         if service.get("image", "").startswith("redis"):
             assert "ports" not in service, f"{name} publishes a Redis port"
+
+
+def test_the_dashboard_is_published_on_loopback_and_asks_for_a_token_from_a_secret(
+    tmp_path, monkeypatch
+):
+    """The dashboard listens on the container's every address, so it needs its token: a
+    Docker secret from a file outside the repository that compose refuses to start without;
+    it is published on the host's loopback unless said otherwise; nothing else is published."""
+    from streams.cli import build_parser
+    from streams.dashboard_guard import GuardError, make_guard, read_token
+
+    text = (REPO / "docker-compose.yml").read_text()
+    compose = yaml.safe_load(text)
+    service = compose["services"]["dashboard"]
+    args = build_parser().parse_args(service["command"])
+    assert args.host == "0.0.0.0" and args.token is None  # no token on a command line
+    [secret] = service["secrets"]
+    assert args.token_file == f"/run/secrets/{secret}"
+    source = compose["secrets"][secret]["file"]
+    assert re.fullmatch(r"\$\{[A-Z_]+:\?[^}]+\}", source), "a required variable, not a path"
+    assert service["ports"] == ["${CALIBSTREAM_DASHBOARD_PUBLISH:-127.0.0.1}:8080:8080"]
+    assert "dashboard" in service["environment"]["CALIBSTREAM_DASHBOARD_HOSTS"].split(",")
+    published = {name for name, s in compose["services"].items() if "ports" in s}
+    assert published == {"dashboard"}
+    for name, s in compose["services"].items():  # no token written anywhere in compose
+        assert not any("TOKEN" in key for key in s.get("environment", {})), name
+    assert "token" not in (REPO / "deploy" / "stream.toml").read_text().lower()
+
+    # As the container runs it: refused without the secret's file, served with it.
+    monkeypatch.delenv("CALIBSTREAM_DASHBOARD_TOKEN", raising=False)
+    monkeypatch.delenv("CALIBSTREAM_DASHBOARD_HOSTS", raising=False)
+    stream = load_deployment(REPO / "deploy" / "stream.toml").stream
+    missing = str(tmp_path / "nonesuch")
+    with pytest.raises(GuardError, match="cannot read"):
+        make_guard(stream, args.host, read_token(stream, args.token, missing))
+    with pytest.raises(GuardError, match="without a token"):
+        make_guard(stream, args.host, read_token(stream.__class__(), None, None))
+    (tmp_path / "token").write_text("0123456789abcdef0123456789abcdef\n")
+    guard = make_guard(stream, args.host, read_token(stream, None, str(tmp_path / "token")))
+    assert guard.token == "0123456789abcdef0123456789abcdef"
+    assert guard.host_allowed("localhost:8080") and not guard.host_allowed("evil.example")

@@ -237,6 +237,113 @@ def test_first_persistence_is_kept_for_the_same_content_or_submission(
     assert read_model.metrics(6)["persisted_ms"] == 200
 
 
+def ids(rows: list[dict]) -> list[int]:
+    return [row["exposure_id"] for row in rows]
+
+
+def test_value_indexes_follow_every_record(read_model: RedisReadModel, redis_url) -> None:
+    """Band, visit, detector and status are indexed by the record script: a changed value
+    leaves its old set, a kept first persistence keeps its place in every set."""
+    read_model.record_metrics(11, metric(11, 100, fingerprint="a", submitted_ms=50))
+    read_model.record_metrics(12, metric(12, 200, "failed"))
+    read_model.record_metrics(21, metric(21, 300, band="g"))
+    assert ids(read_model.page_metrics(where={"band": "r"})) == [12, 11]
+    assert ids(read_model.page_metrics(where={"visit": 1, "detector": 2})) == [12]
+    assert ids(read_model.page_metrics(where={"visit": 1.0}, status="ok")) == [11]
+    assert read_model.page_metrics(where={"band": "r", "visit": 2}) == []
+    assert read_model.page_metrics(where={"band": "nonesuch"}) == []
+    with pytest.raises(ValueError):
+        read_model.page_metrics(where={"magzero": 31.2})  # not indexed: never a scan
+
+    read_model.record_metrics(12, metric(12, 400, band="g", visit=7))  # new values, now ok
+    assert ids(read_model.page_metrics(where={"band": "r"})) == [11]
+    assert ids(read_model.page_metrics(where={"band": "g"})) == [12, 21]
+    assert read_model.page_metrics(where={"visit": 1}, status="failed") == []
+    assert ids(read_model.page_metrics(where={"visit": 7}, before_ms=400)) == []
+    read_model.record_metrics(12, {**metric(12, 500), "band": None, "visit": None})
+    assert ids(read_model.page_metrics(where={"band": "g"})) == [21]
+    client = redis.Redis.from_url(redis_url)
+    assert (
+        not client.exists(f"{read_model.prefix}:metrics:by_band:g")
+        or client.zcard(f"{read_model.prefix}:metrics:by_band:g") == 1
+    )
+
+    # A redelivery keeps the first persistence's time: in every index too.
+    read_model.record_metrics(11, metric(11, 900, fingerprint="a", submitted_ms=50))
+    assert ids(read_model.page_metrics(where={"band": "r"}, before_ms=101)) == [11]
+    assert client.zscore(f"{read_model.prefix}:metrics:by_detector:1", "11") == 100
+    client.close()
+
+
+def test_pages_read_a_bounded_number_of_entries_and_still_cover_everything(
+    read_model: RedisReadModel,
+) -> None:
+    # 2,000 rows; detector 0 on every 10th, band r on every 7th: 29 rows have both.
+    rows = [(i, metric(i, 1000 + i, band="r" if i % 7 == 0 else "g")) for i in range(2000)]
+    read_model.record_metrics_batch(rows)
+    expected = [i for i in reversed(range(2000)) if i % 70 == 0]
+    page = read_model.query_metrics(1000, where={"band": "r", "detector": 0}, budget=50)
+    assert page.partial and page.next_before == 1000 + 1500  # the 50 newest of detector 0
+    assert ids(page.rows) == [i for i in expected if i >= 1500]
+    seen, before, pages = [], None, 0
+    while True:  # following next_before reads the whole intersection, 50 entries a page
+        page = read_model.query_metrics(
+            1000, where={"band": "r", "detector": 0}, budget=50, before_ms=before
+        )
+        seen += ids(page.rows)
+        pages += 1
+        if page.next_before is None:
+            break
+        before = page.next_before
+    assert seen == expected and pages == 4
+    full = read_model.query_metrics(10, where={"band": "r"})
+    assert len(full.rows) == 10 and not full.partial and full.next_before == 1000 + 1932
+
+
+def test_arrivals_page_every_change_in_order(read_model: RedisReadModel, redis_url) -> None:
+    start = read_model.arrivals(None)
+    assert start.rows == [] and start.cursor == 0
+    read_model.record_metrics_batch([(i, metric(i, 5000 - i)) for i in range(1200)])
+    got, cursor = [], start.cursor
+    while True:
+        found = read_model.arrivals(cursor, 500)
+        assert len(found.rows) <= 500
+        if not found.rows:
+            break
+        got += ids(found.rows)
+        cursor = found.cursor
+    assert got == list(range(1200))  # in the order recorded, not by persisted time
+    read_model.record_metrics(5, metric(5, 4995))  # the same row again: nothing new
+    assert read_model.arrivals(cursor).rows == []
+    read_model.record_metrics(5, metric(5, 4995, magzero=30.0))  # changed: sent again
+    assert ids(read_model.arrivals(cursor).rows) == [5]
+    assert ids(read_model.query_metrics(1).rows) == [0] and read_model.query_metrics(1).cursor
+    client = redis.Redis.from_url(redis_url)
+    client.delete(*client.keys(f"{read_model.prefix}:*"))  # Redis emptied: the counter too
+    read_model.record_metrics(7, metric(7, 1))
+    assert ids(read_model.arrivals(cursor + 1).rows) == [7]  # from 0 again, not silence
+    client.close()
+    assert RedisReadModel(None).arrivals(None).cursor is None
+
+
+def test_rows_from_before_the_indexes_are_indexed_once(read_model: RedisReadModel, redis_url):
+    from streams.rebuild import heal_indexes
+
+    client = redis.Redis.from_url(redis_url)
+    for i in range(5):  # rows as the record script wrote them before the value indexes
+        row = json.dumps(metric(i, 100 + i, band="z"), sort_keys=True)
+        client.hset(f"{read_model.prefix}:metrics", str(i), row)
+        client.zadd(f"{read_model.prefix}:metrics:by_time", {str(i): 100 + i})
+    read_model.record_metrics(9, metric(9, 200, band="z"))
+    assert ids(read_model.page_metrics(where={"band": "z"})) == [9]
+    assert read_model.indexed() is False
+    assert heal_indexes(read_model) == 5 and read_model.indexed() is True
+    assert ids(read_model.page_metrics(where={"band": "z"})) == [9, 4, 3, 2, 1, 0]
+    assert heal_indexes(read_model) is None  # once
+    assert RedisReadModel(None).indexed() is None and heal_indexes(RedisReadModel(None)) is None
+    client.close()
+
+
 def test_rebuild_marker_and_claim(read_model: RedisReadModel, redis_url) -> None:
     assert read_model.built() is False
     assert read_model.claim_rebuild(5.0) is True and read_model.claim_rebuild(5.0) is False

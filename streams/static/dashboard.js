@@ -1,5 +1,6 @@
 // The monitoring page: first a page of exposures from the JSON API, then live updates
-// from /api/events (server-sent events). Filters go to the API and to the live rows.
+// from /api/events (server-sent events) from that page's cursor on: every row recorded
+// since, in order, a page at a time. Filters go to the API and to the live rows.
 "use strict";
 
 const PAGE = 500; // exposures per page: older ones on demand ("load older")
@@ -9,6 +10,7 @@ const state = {
   rows: new Map(), // expid -> row (ok and failed), within the filter
   failures: new Map(), // expid -> failed row
   nextBefore: null,
+  cursor: null, // the arrival cursor of the first page: the live stream goes on from it
   summary: null,
   filter: {},
 };
@@ -65,7 +67,11 @@ function fetchFailures() {
 function applyPage(page) {
   add(page.rows);
   state.nextBefore = page.next_before;
-  document.getElementById("older").hidden = state.nextBefore == null;
+  if (state.cursor == null) state.cursor = page.cursor;
+  const older = document.getElementById("older");
+  older.hidden = state.nextBefore == null;
+  // A rare filter: the server read its budget of index entries before the page was full.
+  older.textContent = page.partial ? `search older (looked back to ${calib.time(state.nextBefore)})` : "load older";
 }
 
 // ---------------------------------------------------------------- charts
@@ -236,9 +242,9 @@ function scheduleRedraw() {
 }
 
 function listen() {
-  const newest = Math.max(0, ...[...state.rows.values()].map((r) => r.persisted_ms || 0));
-  const since = newest || state.summary.now_ms; // the server's clock, not the browser's
-  const source = new EventSource(`/api/events?since=${since}`);
+  // From the first page's cursor: nothing recorded since is missed (the browser resumes
+  // from the last message's id when it reconnects).
+  const source = new EventSource(state.cursor == null ? "/api/events" : `/api/events?after=${state.cursor}`);
   const live = document.getElementById("live");
   source.onopen = () => { live.textContent = "live"; live.className = "pill ok"; };
   source.onerror = () => { live.textContent = "reconnecting…"; live.className = "pill bad"; };
