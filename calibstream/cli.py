@@ -1,14 +1,18 @@
 """The core's subcommands (no services): simulate, measure, ingest-refcat.
 
 The ``calibstream`` console script is ``streams.cli``, which adds the streaming ones.
+Every mistake is answered in one line, never a traceback: exit code 2 for a usage or
+input error (bad arguments, a bad configuration, a typed calibstream error), 1 for a
+runtime failure (a service unreachable, the file system).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from calibstream.errors import CalibstreamError
 from calibstream.runtime import reuse_freed_memory
@@ -45,17 +49,88 @@ def _ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Exit codes: a usage or input error (argparse's own is 2 too), a runtime failure.
+USAGE, RUNTIME = 2, 1
+
+#: The smallest chip side ``simulate`` accepts: below ~80 px the simulator's first-guess SIP
+#: inverse fails to converge for some seeds (64x64, seed 2); 16 is SimConfig's own floor.
+MIN_CHIP_SIDE = 128
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line (no usage block), exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _whole(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        value = _whole(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"at_least_{minimum}"
+    return parse
+
+
+positive_int = at_least(1)
+non_negative_int = at_least(0)
+
+
+def port(text: str) -> int:
+    """An argparse type: a TCP port, 0 (any free one) to 65535."""
+    value = non_negative_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, got {value}")
+    return value
+
+
+def chip_side(text: str) -> int:
+    """An argparse type: a simulated chip's side in pixels (at least :data:`MIN_CHIP_SIDE`)."""
+    value = _whole(text)
+    if value < MIN_CHIP_SIDE:
+        raise argparse.ArgumentTypeError(
+            f"the simulator needs at least {MIN_CHIP_SIDE} pixels a side, got {value}"
+        )
+    return value
+
+
+def power_of_two(text: str) -> int:
+    value = positive_int(text)
+    if value & (value - 1) or value > 2**29:
+        raise argparse.ArgumentTypeError(f"must be a power of 2 up to 2**29, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="calibstream", description="Calibrate characterized telescope exposures."
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("simulate", help="write simulated exposures, truth files and a refcat")
     p.add_argument("outdir")
-    p.add_argument("--n", type=int, default=1, help="number of exposures")
-    p.add_argument("--size", type=int, nargs=2, default=(2048, 2048), metavar=("NX", "NY"))
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n", type=positive_int, default=1, help="number of exposures")
+    p.add_argument(
+        "--size",
+        type=chip_side,
+        nargs=2,
+        default=(2048, 2048),
+        metavar=("NX", "NY"),
+        help=f"pixels (each at least {MIN_CHIP_SIDE})",
+    )
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.set_defaults(func=_simulate)
 
     p = sub.add_parser("measure", help="detect and measure deep; write src.fits, background.fits")
@@ -67,21 +142,51 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ingest-refcat", help="shard reference catalogs (FITS, Parquet, CSV)")
     p.add_argument("catalogs", nargs="+")
     p.add_argument("--out", required=True, help="the store folder")
-    p.add_argument("--nside", type=int, default=32, help="HEALPix nside of the shards")
+    p.add_argument(
+        "--nside", type=power_of_two, default=32, help="HEALPix nside of the shards (a power of 2)"
+    )
     p.set_defaults(func=_ingest)
 
     return parser
 
 
-def main(argv: Sequence[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
-    """Run a subcommand of ``parser`` (by default the core's); a typed error exits 2."""
+def main(
+    argv: Sequence[str] | None = None,
+    parser: argparse.ArgumentParser | None = None,
+    *,
+    prepare: Callable[[argparse.Namespace], None] | None = None,
+    explain: Callable[[Exception, argparse.Namespace], str | None] | None = None,
+) -> int:
+    """Run a subcommand of ``parser`` (by default the core's); every expected error is one
+    line on stderr: a typed calibstream error exits 2 (or its ``exit_code``: a service
+    unreachable is 1), a file-system error 1.
+
+    ``prepare(args)`` runs first (the streaming CLI checks there that the services the
+    command needs answer); ``explain(exc, args)`` words an exception the core does not know
+    (a Kafka or Redis client's: exit 1), or returns None and it propagates (a bug keeps its
+    traceback)."""
     args = (parser or build_parser()).parse_args(argv)
     reuse_freed_memory()
     try:
+        if prepare is not None:
+            prepare(args)
         return int(args.func(args))
     except CalibstreamError as exc:
-        print(f"calibstream: {exc}", file=sys.stderr)
-        return 2
+        return _fail(str(exc), getattr(exc, "exit_code", USAGE))
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except Exception as exc:
+        message = explain(exc, args) if explain is not None else None
+        if message is None and isinstance(exc, OSError):
+            message = str(exc)
+        if message is None:
+            raise
+        return _fail(message, RUNTIME)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"calibstream: {' '.join(message.split())}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

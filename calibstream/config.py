@@ -6,7 +6,9 @@ any of them by section, e.g.::
     [detection]
     threshold = 5.0
 
-Unknown sections or keys are an error, so a typo never passes silently.
+Unknown sections or keys are an error, so a typo never passes silently, and every value
+is checked against its field's type when loaded (``threshold = "five"`` is
+``config: [detection] threshold: expected a number, got 'five'``).
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, get_type_hints
 
+from calibstream.config_types import checked
 from calibstream.errors import ConfigError
 
 
@@ -262,6 +265,7 @@ def _build(cls: type, data: dict[str, Any], prefix: str):
     unknown = set(data) - set(fields)
     if unknown:
         raise ConfigError(f"unknown keys {sorted(unknown)}", where=prefix or "config")
+    hints = get_type_hints(cls)
     kwargs = {}
     for name, value in data.items():
         default = getattr(cls(), name)
@@ -270,10 +274,8 @@ def _build(cls: type, data: dict[str, Any], prefix: str):
             kwargs[name] = _build(type(default), value, where)
         elif isinstance(default, Mapping):
             kwargs[name] = _build_mapping(default, value, where)
-        elif isinstance(default, tuple):
-            kwargs[name] = _tuple(value)
         else:
-            kwargs[name] = value
+            kwargs[name] = checked(value, hints[name], prefix, name)
     return cls(**kwargs)
 
 
@@ -300,9 +302,3 @@ def _build_mapping(default: Mapping[str, Any], data: Any, prefix: str) -> Mappin
             field_name = (exc.where or "").rsplit(".", 1)[-1]
             raise ConfigError(exc.reason, where=f"{where}.{field_name}") from exc
     return MappingProxyType(merged)
-
-
-def _tuple(value: Any) -> tuple:
-    if isinstance(value, list):
-        return tuple(_tuple(v) for v in value)
-    return value

@@ -14,7 +14,8 @@ def redis_server_binary() -> str:
     binary = os.environ.get("CALIBSTREAM_REDIS_SERVER") or shutil.which("redis-server")
     if not binary:
         raise ServiceUnavailable(
-            "redis-server is not installed (apt-get install redis-server) and REDIS_URL is not set"
+            "redis-server is not installed (apt-get install redis-server, "
+            "or name one in $CALIBSTREAM_REDIS_SERVER)"
         )
     return binary
 

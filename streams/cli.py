@@ -1,14 +1,23 @@
-"""The ``calibstream`` command: the core's subcommands plus the streaming service's."""
+"""The ``calibstream`` command: the core's subcommands plus the streaming service's.
+
+Errors are answered in one line by the core's ``main`` (exit 2: usage, configuration; 1: a
+runtime failure); here, the services a command needs are checked before it runs, and a Kafka
+or Redis client's error is worded.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime as dt
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from calibstream import cli as core_cli
+from calibstream.cli import chip_side, non_negative_int, port, positive_int
+from streams.kafka_admin import require_broker, require_redis
 from streams.settings import Deployment, load_deployment
 from streams.topology import CALIBRATE
 
@@ -160,8 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="run a streaming worker (workers of one app share the work)")
     _service_options(p)
     p.add_argument("--photometry-refcat", default=None, help="a separate photometric store")
-    p.add_argument("--processes", type=int, default=None, help="science processes")
-    p.add_argument("--loglevel", default="info")
+    p.add_argument("--processes", type=positive_int, default=None, help="science processes")
+    p.add_argument("--loglevel", default="info", type=str.lower, choices=LOG_LEVELS)
     p.set_defaults(func=_worker)
 
     p = sub.add_parser("submit", help="produce a characterized-exposure event per file")
@@ -189,14 +198,14 @@ def _add_replay(p: argparse.ArgumentParser) -> None:
         help="which topic to replay (the chain runs on from its stage)",
     )
     start = p.add_mutually_exclusive_group(required=True)
-    start.add_argument("--from-offset", type=int, default=None)
-    start.add_argument("--from-time", default=None, help="ISO time (UTC if no zone)")
+    start.add_argument("--from-offset", type=non_negative_int, default=None)
+    start.add_argument("--from-time", type=iso_time, default=None, help="ISO (UTC if no zone)")
     until = p.add_mutually_exclusive_group()
-    until.add_argument("--until-offset", type=int, default=None, help="stop before this offset")
-    until.add_argument("--until-time", default=None, help="stop at records after this time")
+    until.add_argument("--until-offset", type=non_negative_int, help="stop before this offset")
+    until.add_argument("--until-time", type=iso_time, help="stop at records after this time")
     p.add_argument(
         "--partition",
-        type=int,
+        type=non_negative_int,
         action="append",
         default=None,
         help="only this partition (repeatable; default: all)",
@@ -212,7 +221,7 @@ def _add_dashboard_and_demo(sub: argparse._SubParsersAction) -> None:
         default="127.0.0.1",
         help="address to bind (0.0.0.0: all; anything but loopback needs a token)",
     )
-    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--port", type=port, default=8765, help="0: any free port (printed)")
     p.add_argument(
         "--token-file",
         default=None,
@@ -224,19 +233,81 @@ def _add_dashboard_and_demo(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("demo", help="the embedded default: broker, Redis, a worker, exposures")
     p.add_argument("--out", default="demo-output")
-    p.add_argument("--port", type=int, default=8765, help="the dashboard's port (0: any free)")
+    p.add_argument("--port", type=port, default=8765, help="the dashboard's port (0: any free)")
     p.add_argument(
         "--keep", action="store_true", help="keep everything running (and the dashboard) until ^C"
     )
-    p.add_argument("--n", type=int, default=6, help="exposures (one of them deliberately broken)")
-    p.add_argument("--size", type=int, nargs=2, default=(2048, 2048), metavar=("NX", "NY"))
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--n", type=positive_int, default=6, help="exposures (one deliberately broken)")
+    p.add_argument("--size", type=chip_side, nargs=2, default=(2048, 2048), metavar=("NX", "NY"))
+    p.add_argument("--seed", type=non_negative_int, default=1)
     p.set_defaults(func=_demo)
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def iso_time(text: str) -> str:
+    """An argparse type: an ISO time (kept as text; ``replay.start_point`` reads it)."""
+    try:
+        dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO time: {text!r}") from None
+    return text
+
+
+#: The services a command cannot work without: each is checked (a TCP connect) before the
+#: command runs, so that one that is down is one line naming its URL and setting, not a
+#: traceback, nor faust's retries logged forever.
+NEEDS = {
+    "worker": ("broker",),
+    "submit": ("broker",),
+    "replay": ("broker",),
+    "redrive": ("broker",),
+    "rebuild-read-model": ("redis",),
+}
+
+
+def _setting(args: argparse.Namespace, name: str) -> str:
+    """Where the ``[stream] name`` setting of this command line comes from, in words."""
+    if getattr(args, name, None):
+        return f"--{name}"
+    if getattr(args, "config", None):
+        return f"[stream] {name} in {args.config}, or --{name}"
+    return f"[stream] {name} (in a --config file) or --{name}"
+
+
+def _check_services(args: argparse.Namespace) -> None:
+    needs = NEEDS.get(args.command, ())
+    if not needs:
+        return
+    stream = _deployment(args).stream
+    if "broker" in needs:
+        require_broker(stream.broker, stream.bootstrap, _setting(args, "broker"))
+    if "redis" in needs:
+        require_redis(stream.redis, _setting(args, "redis"))
+
+
+def _explain(exc: Exception, args: argparse.Namespace) -> str | None:
+    """One line for a Kafka or Redis client's error (None: not one of theirs)."""
+    from aiokafka.errors import KafkaError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    if isinstance(exc, KafkaError):
+        what, name = "the broker", "broker"
+    elif isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        what, name = "Redis", "redis"
+    else:
+        return None
+    url = getattr(args, name, None)
+    with contextlib.suppress(Exception):
+        url = url or getattr(_deployment(args).stream, name)
+    return f"{what} at {url} failed ({exc}): check {_setting(args, name)}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    return core_cli.main(argv, build_parser())
+    return core_cli.main(argv, build_parser(), prepare=_check_services, explain=_explain)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -260,6 +261,9 @@ def run_dashboard(
     if stream.redis is None:
         log.warning("no Redis configured: the dashboard has no read model to show")
     app = build_app(monitor, LagProbe(stream, deployment.topology), guard=guard)
-    print(f"dashboard at http://{host}:{port}/", flush=True)
-    web.run_app(app, host=host, port=port, print=None, access_log=None)
+    # Bound before the address is printed: with port 0, the port the system gave.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family)
+    print(f"dashboard at http://{host}:{sock.getsockname()[1]}/", flush=True)
+    web.run_app(app, sock=sock, print=None, access_log=None)
     return 0

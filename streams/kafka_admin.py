@@ -1,5 +1,6 @@
 """Kafka administration the service needs: topics created with their partition counts, a
-broker's readiness, a topic's partitions, and coroutines run from synchronous code.
+broker's readiness, a topic's partitions, whether a service (the broker, Redis) is reachable
+at all, and coroutines run from synchronous code.
 
 Production code (worker, submit, replay, lag) and the test harness both use it; it starts
 nothing.
@@ -14,6 +15,9 @@ import socket
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from calibstream.errors import CalibstreamError
 
 T = TypeVar("T")
 
@@ -29,6 +33,69 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
             return True
     except OSError:
         return False
+
+
+class ServiceUnreachable(CalibstreamError):
+    """A service a command needs (the broker, Redis) accepts no connection: a fault of the
+    machine or of the settings, not of the data; the CLI says so in one line, exit code 1."""
+
+    kind = "unreachable"
+    exit_code = 1
+
+
+def require_reachable(
+    what: str, url: str, addresses: list[tuple[str, int]], setting: str, timeout: float = 2.0
+) -> None:
+    """Return when one of ``addresses`` accepts a TCP connection within ``timeout`` seconds
+    (as a client bootstraps from any); else raise :class:`ServiceUnreachable` naming
+    ``what``, its ``url`` and the ``setting`` it comes from."""
+    reasons = []
+    for host, port in addresses:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                return
+        except socket.gaierror:
+            reason = "unknown host"
+        except TimeoutError:
+            reason = f"no answer in {timeout:g} s"
+        except OSError as exc:
+            reason = (exc.strerror or str(exc)).lower()
+        reasons.append(f"{host}:{port} {reason}" if len(addresses) > 1 else reason)
+    why = "; ".join(reasons)
+    raise ServiceUnreachable(f"cannot reach {what} at {url} ({why}): check {setting}")
+
+
+def host_ports(bootstrap: str, default_port: int) -> list[tuple[str, int]]:
+    """``[(host, port), ...]`` of ``host[:port],...`` (``[v6]:port`` too)."""
+    found = []
+    for part in filter(None, (p.strip() for p in bootstrap.split(","))):
+        host, colon, port = part.rpartition(":")
+        if not colon or "]" in port:  # no port (an IPv6 address without one is bracketed)
+            host, port = part, str(default_port)
+        if not port.isdigit():
+            raise ServiceUnreachable(f"not a host:port address: {part!r}")
+        found.append((host.strip("[]"), int(port)))
+    return found
+
+
+def require_broker(broker: str, bootstrap: str, setting: str, timeout: float = 2.0) -> None:
+    """The broker at ``bootstrap`` (``host:port,...``) accepts connections, or one line why:
+    before faust or a client starts, which would retry (and log) on and on."""
+    require_reachable("the broker", broker, host_ports(bootstrap, 9092), setting, timeout)
+
+
+def require_redis(url: str | None, setting: str, timeout: float = 2.0) -> None:
+    """The Redis at ``url`` accepts connections (a ``unix://`` socket is not checked)."""
+    if url is None:
+        raise ServiceUnreachable(f"no Redis configured: set {setting}")
+    try:
+        parts = urlsplit(url)
+        address = (parts.hostname or "localhost", parts.port or 6379)
+    except ValueError as exc:
+        raise ServiceUnreachable(f"not a Redis URL ({exc}): check {setting}") from None
+    if parts.scheme in ("redis", "rediss"):
+        shown = f"{parts.scheme}://{address[0]}:{address[1]}{parts.path}"  # no password
+        require_reachable("Redis", shown, [address], setting, timeout)
 
 
 def run_sync(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:

@@ -11,7 +11,8 @@ The same file configures the science (every other table, see
     partitions = 8
     science_processes = 2
 
-Every key has a default below; unknown keys are an error.
+Every key has a default below; unknown keys are an error, and every value is checked
+against its field's type (and the counts against their least value) when loaded.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 from calibstream.config import Config, config_from_dict
+from calibstream.config_types import checked
 from calibstream.errors import ConfigError
 from calibstream.failures import RetryPolicy
 from streams.topology import CALIBRATE, Topology
@@ -108,7 +110,8 @@ class Deployment:
 
 def load_deployment(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Deployment:
     """Stream settings and science configuration from one TOML file; ``overrides`` (not None)
-    replace stream keys (the command line's ``--broker``, ``--redis``, ...)."""
+    replace stream keys (the command line's ``--broker``, ``--redis``, ...). A key unknown, a
+    value of the wrong type or out of range is a :class:`ConfigError` naming it."""
     data: dict[str, Any] = {}
     if path is not None:
         try:
@@ -116,13 +119,43 @@ def load_deployment(path: str | os.PathLike[str] | None = None, **overrides: Any
                 data = tomllib.load(handle)
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read configuration ({exc})", where=str(path)) from exc
-    stream = dict(data.pop("stream", {}))
-    stream.update({k: v for k, v in overrides.items() if v is not None})
+    stream = data.pop("stream", {})
+    if not isinstance(stream, dict):
+        raise ConfigError("[stream] must be a table", where="config")
+    stream = {**stream, **{k: v for k, v in overrides.items() if v is not None}}
+    return Deployment(StreamSettings(**_checked_stream(stream)), config_from_dict(data))
+
+
+#: The least value of the ``[stream]`` counts and durations.
+_AT_LEAST = {
+    "partitions": 1,
+    "replication": 1,
+    "science_processes": 1,
+    "concurrency": 1,
+    "fetch_max_wait_ms": 0,
+    "session_timeout_s": 0,
+    "retry_attempts": 0,
+    "retry_first_s": 0,
+    "retry_max_s": 0,
+    "max_message_bytes": 1,
+    "claim_threshold_bytes": 1,
+}
+
+
+def _checked_stream(stream: dict[str, Any]) -> dict[str, Any]:
+    """The ``[stream]`` table, every key known and every value of its field's type."""
     known = {f.name for f in dataclasses.fields(StreamSettings)}
     unknown = set(stream) - known
     if unknown:
         raise ConfigError(f"unknown keys {sorted(unknown)}", where="stream")
-    return Deployment(StreamSettings(**stream), config_from_dict(data))
+    hints = get_type_hints(StreamSettings)
+    stream = {key: checked(value, hints[key], "stream", key) for key, value in stream.items()}
+    for key, least in _AT_LEAST.items():
+        value = stream.get(key)
+        if value is not None and value < least:
+            reason = f"[stream] {key}: expected at least {least}, got {value!r}"
+            raise ConfigError(reason, where="config")
+    return stream
 
 
 def write_stream_config(path: str | os.PathLike[str], **stream: Any) -> Path:

@@ -2,11 +2,15 @@
 
 A file is written beside its destination and renamed over it, so a reader
 sees the old file or the new one, never half of one. Nothing time-dependent
-goes into a header, so the same inputs always give the same bytes.
+goes into a header, so the same inputs always give the same bytes. Files are
+0644 and folders 0755, less the umask (as ``open`` and ``mkdir`` make them), not
+the 0600 and 0700 of ``mkstemp`` and ``mkdtemp``: another user (a dashboard, a
+reader of the outputs) can read them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import tempfile
@@ -19,11 +23,27 @@ from astropy.io import fits
 #: astropy stamps checksum comments with the time by default: not byte-identical.
 CHECKSUM_COMMENT = "calibstream"
 
+#: The modes of the files and folders written (less the umask).
+FILE_MODE, DIR_MODE = 0o644, 0o755
+
+
+def umask() -> int:
+    """The process's umask: from /proc (leaving it alone), else set and set back."""
+    with (
+        contextlib.suppress(OSError, ValueError, IndexError, StopIteration),
+        open("/proc/self/status") as f,
+    ):
+        return int(next(line for line in f if line.startswith("Umask:")).split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
 
 def atomic_write_bytes(data: bytes, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, FILE_MODE & ~umask())  # mkstemp's are 0600
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

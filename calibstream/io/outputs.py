@@ -29,7 +29,7 @@ from calibstream.astrometry.solve import Matches
 from calibstream.detection.background import Background
 from calibstream.detection.pipeline import background_hdul, metadata_cards
 from calibstream.io.exposure import Metadata
-from calibstream.io.fitsio import hdulist_bytes, table_hdu
+from calibstream.io.fitsio import DIR_MODE, FILE_MODE, hdulist_bytes, table_hdu, umask
 from calibstream.photometry.photocal import PhotoCalResult
 
 SUMMARY = "summary.json"
@@ -240,7 +240,8 @@ def publish_folder(target: Path, files: Mapping[str, bytes]) -> Path:
     """Write ``files`` into a folder beside ``target`` and swap it in with renames.
 
     Readers see the old complete folder, no folder, or the new complete one.
-    A folder already holding exactly these bytes is left untouched.
+    A folder already holding exactly these bytes is left untouched. The folder is 0755
+    and its files 0644, less the umask (readable by the dashboard's and readers' users).
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     if _same_contents(target, files):
@@ -248,11 +249,9 @@ def publish_folder(target: Path, files: Mapping[str, bytes]) -> Path:
     _remove_stale_staging(target)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.new-"))
     try:
+        os.chmod(staging, DIR_MODE & ~umask())  # mkdtemp's are 0700
         for name, data in files.items():
-            with open(staging / name, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
+            _write_new(staging / name, data)
         old = None
         if target.exists():
             old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
@@ -264,6 +263,15 @@ def publish_folder(target: Path, files: Mapping[str, bytes]) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """A new file holding ``data``, on disk (fsync), 0644 less the umask."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 #: A staging folder this old was left by a writer that died (kill -9) mid-write.
