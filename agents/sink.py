@@ -1,6 +1,10 @@
 """Zero-point → the exposure's folder (atomic, byte-identical on a redelivery), then its
 ledger entry and row as the folder says (:func:`streams.rebuild.record_folder`).
 
+An event older than the summary statistics (an archived v1 or v2 zero-point event) is
+assessed here, from what it holds (:func:`calibstream.io.outputs.assessed`): the statistics
+that need no pixels are computed, the others are null.
+
 The latency is that of the first persisted calibration: a replay or a redelivery of the
 same submission, or the same folder content again, leaves the row's time and latency as
 they were (the read model's record script), and only a first persistence is counted in
@@ -12,14 +16,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from calibstream.io.outputs import write_calibration
+from calibstream.io.outputs import assessed, write_calibration
 from streams import events
 from streams.rebuild import record_folder
 from streams.runner import Context
 
 
 def step(ctx: Context, event: Mapping[str, Any]) -> None:
-    folder = write_calibration(events.calibrated_from_event(event), ctx.root)
+    calibrated = events.calibrated_from_event(event)
+    if calibrated.assessment is None:  # an event older than the statistics
+        calibrated = assessed(calibrated, None, None, ctx.config)
+    folder = write_calibration(calibrated, ctx.root)
     latency_s = record_folder(
         ctx.readmodel,
         event["exposure_id"],

@@ -24,6 +24,12 @@ from typing import Any, Literal, get_type_hints
 
 from calibstream.config_types import checked
 from calibstream.errors import ConfigError
+from calibstream.quality_config import (
+    DEFAULT_FIDUCIALS,
+    Fiducial,
+    SummaryConfig,
+    VerdictConfig,
+)
 
 
 # A Config crosses to worker processes (pickled); its read-only mappings must too.
@@ -240,6 +246,11 @@ class Config:
     #: Instrument band -> colour term; a ``[colorterms.<band>]`` table replaces
     #: the keys it gives of that band (a new band must give primary and secondary).
     colorterms: Mapping[str, ColorTerm] = field(default_factory=lambda: DEFAULT_COLORTERMS)
+    #: Band -> its nominal observation (effTime, the image verdicts); a
+    #: ``[fiducials.<band>]`` table replaces the keys it gives (a new band gives them all).
+    fiducials: Mapping[str, Fiducial] = field(default_factory=lambda: DEFAULT_FIDUCIALS)
+    summary: SummaryConfig = field(default_factory=SummaryConfig)
+    verdicts: VerdictConfig = field(default_factory=VerdictConfig)
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:

@@ -9,6 +9,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from calibstream.io.exposure import Exposure, Metadata
+from calibstream.summary_stats import SummaryStats
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,9 @@ class Frame:
     wcs_header: fits.Header
     shape: tuple[int, int]  # (height, width)
     psf_fwhm: float  # pixels
+    #: The summary statistics measured on the pixels (None: the event that brought the
+    #: frame is older than them).
+    stats: SummaryStats | None = None
 
     @functools.cached_property
     def wcs(self) -> WCS:

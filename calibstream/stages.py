@@ -24,24 +24,43 @@ from calibstream.astrometry.solve import AstrometricSolution, Matches, solve_ast
 from calibstream.config import Config
 from calibstream.detection.background import Background
 from calibstream.detection.pipeline import Measurement, measure_exposure
-from calibstream.errors import stage
+from calibstream.errors import CalibstreamError, stage
 from calibstream.frame import Frame, frame_of
 from calibstream.io.exposure import read_exposure
 from calibstream.io.outputs import CalibratedExposure, persisted_exposure
+from calibstream.partial import (
+    first_guess_positions,
+    fitted_positions,
+    partial_of,
+    without_photometry,
+)
 from calibstream.photometry.calibrate import calibrate_photometry
 from calibstream.photometry.photocal import PhotoCalResult
+from calibstream.summary_image import image_summary
+from calibstream.verdicts import Partial
 
 
 def detect(uri: Path, config: Config) -> tuple[Frame, Measurement]:
-    """The exposure's frame and deep catalog; its timings include the read."""
+    """The exposure's frame and deep catalog (with the pixels' summary statistics and the
+    PSF stars' shapes); its timings include the read."""
     start = time.perf_counter()
     with stage("read"):
         exposure = read_exposure(uri)
     read = time.perf_counter() - start
     with stage("detect"):
         measurement = measure_exposure(exposure, config)
-    timings = {"read": read, **measurement.timings}
-    return frame_of(exposure), dataclasses.replace(measurement, timings=timings)
+        start = time.perf_counter()
+        stats, shapes = image_summary(
+            exposure,
+            measurement.catalog,
+            measurement.background.image,
+            config.fiducials.get(exposure.metadata.band),
+            config.summary,
+        )
+    timings = {"read": read, **measurement.timings, "summary": time.perf_counter() - start}
+    frame = dataclasses.replace(frame_of(exposure), stats=stats)
+    catalog = {**measurement.catalog, **shapes}
+    return frame, dataclasses.replace(measurement, catalog=catalog, timings=timings)
 
 
 def astrometry(
@@ -55,36 +74,81 @@ def astrometry(
         return solve_astrometry(frame, catalog, store, config, cache)
 
 
+def astrometry_or_partial(
+    frame: Frame,
+    catalog: dict[str, np.ndarray],
+    store: Path,
+    config: Config,
+    cache: ShardCache | None = None,
+) -> AstrometricSolution | Partial:
+    """The astrometric solution (its catalogue's first-guess flag down), or, when the fit
+    fails for the data's fault, what it lacks (:mod:`calibstream.partial`)."""
+    try:
+        solution = astrometry(frame, catalog, store, config, cache)
+    except CalibstreamError as exc:
+        return partial_of(exc, "astrometry")
+    return dataclasses.replace(solution, catalog=fitted_positions(solution.catalog))
+
+
 @dataclass(frozen=True)
 class Fitted:
     """What the photometric stage starts from: the astrometric stage's results."""
 
-    frame: Frame  # with the fitted WCS
+    frame: Frame  # with the fitted WCS (the first guess when astrometry did not fit)
     catalog: dict[str, np.ndarray]  # with sky positions
     refs: RefCatalog
     matches: Matches
-    astrms_mas: float
+    astrms_mas: float | None  # None: astrometry did not fit
     astnmatch: int
     background: Background
+    partial: Partial | None = None  # astrometry did not fit: why
 
 
 def photometry(
     fitted: Fitted, config: Config, store: Path | None = None, cache: ShardCache | None = None
-) -> tuple[PhotoCalResult, CalibratedExposure, dict[str, float]]:
-    """The zero-point, and the exposure's folder content (what the sink persists)."""
-    with stage("photometry"):
-        result, catalog, timings = calibrate_photometry(
-            fitted.frame, fitted.catalog, fitted.refs, fitted.matches, config, store, cache
-        )
+) -> tuple[PhotoCalResult | None, CalibratedExposure, dict[str, float]]:
+    """The zero-point (None when it could not be fitted: the calibration is partial), and
+    the exposure's folder content (what the sink persists), assessed."""
+    result, partial, timings = None, fitted.partial, {}
+    catalog = fitted.catalog
+    if partial is None:
+        try:
+            with stage("photometry"):
+                result, catalog, timings = calibrate_photometry(
+                    fitted.frame, fitted.catalog, fitted.refs, fitted.matches, config, store,
+                    cache,
+                )  # fmt: skip
+        except CalibstreamError as exc:
+            result, partial = None, partial_of(exc, "photometry")
+    if result is None:
+        catalog = without_photometry(catalog)
     calibrated = persisted_exposure(
-        fitted.frame.metadata,
-        fitted.frame.wcs_header,
+        fitted.frame,
         fitted.astrms_mas,
         fitted.astnmatch,
         result,
         catalog,
-        fitted.refs,
-        fitted.matches,
+        None if fitted.partial is not None else (fitted.refs, fitted.matches),
         fitted.background,
+        partial,
+        config,
     )
     return result, calibrated, timings
+
+
+def first_guess_fitted(
+    frame: Frame, catalog: dict[str, np.ndarray], background: Background, partial: Partial
+) -> Fitted:
+    """What the photometric stage starts from when astrometry did not fit: the first-guess
+    frame and positions, no references, no matches."""
+    none = np.zeros(0, dtype=np.int64)
+    return Fitted(
+        frame=frame,
+        catalog=first_guess_positions(catalog),
+        refs=RefCatalog.from_columns({"id": none}),
+        matches=Matches(none, none, np.zeros(0)),
+        astrms_mas=None,
+        astnmatch=0,
+        background=background,
+        partial=partial,
+    )

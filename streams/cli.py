@@ -38,6 +38,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from streams.batch import calibrate_file
+    from streams.batch_report import IN_FULL, result_line
     from streams.readmodel import RedisReadModel
     from streams.runner import Context
 
@@ -54,13 +55,14 @@ def _calibrate(args: argparse.Namespace) -> int:
     bar = tqdm(args.exposures, unit="exposure", disable=None)
     for offset, path in enumerate(bar):
         outcome = calibrate_file(Path(path), ctx, offset)
-        bar.write(
-            f"{path}: {outcome.status} -> {outcome.folder}"
-            + (f" ({outcome.reason})" if outcome.reason else "")
-        )
-        failed += outcome.status != "ok"
+        bar.write(result_line(path, outcome.status, outcome.folder, outcome.reason))
+        failed += outcome.status not in IN_FULL
     if failed:
-        print(f"{failed} of {len(args.exposures)} exposures failed", file=sys.stderr)
+        print(
+            f"{failed} of {len(args.exposures)} exposures not calibrated in full "
+            "(partial, failed or not calibrated)",
+            file=sys.stderr,
+        )
     return 1 if failed else 0
 
 

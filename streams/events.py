@@ -26,12 +26,18 @@ from calibstream.errors import CalibstreamError
 from calibstream.failures import Failure
 from calibstream.frame import Frame
 from calibstream.io.exposure import Metadata
-from calibstream.io.outputs import CalibratedExposure, finite_or_none
+from calibstream.io.outputs import CalibratedExposure
 from calibstream.photometry.photocal import PhotoCalResult
-from calibstream.stages import Fitted
+from calibstream.stages import Fitted, first_guess_fitted
 from streams import limits
 from streams.codec import decode, encode, schema_id_of
 from streams.limits import EventTooLargeError
+from streams.quality_events import (
+    assessment_fields,
+    assessment_from_event,
+    partial_of_event,
+    photometry_fields,
+)
 from streams.settings import StreamSettings
 from streams.wire import (
     background_from_record,
@@ -139,13 +145,24 @@ def match_event(
         "background": detection["background"],
         "timings": {**detection["timings"], **timings},
         "software_version": __version__,
+        "summary_stats": detection.get("summary_stats"),
+        "partial": None,
     }
 
 
 def fitted_from_event(event: Mapping[str, Any]) -> Fitted:
     """What the photometric stage starts from: the fitted frame, the catalog with sky
-    positions, the matched references (row for row with the matches) and the background."""
+    positions, the matched references (row for row with the matches) and the background;
+    for an exposure whose astrometry did not fit (``partial``), the first guess's."""
     event = claimed(event)
+    partial = partial_of_event(event)
+    if partial is not None:
+        return first_guess_fitted(
+            frame_from_event(event, "wcs"),
+            columns_to_catalog(event["catalog"]),
+            background_from_record(event["background"]),
+            partial,
+        )
     pairs = columns_to_catalog(event["matches"])
     refs = RefCatalog.from_columns(columns_to_catalog(event["references"]))
     if len(refs) != len(pairs["source"]):
@@ -176,43 +193,41 @@ ZEROPOINT_FIGURES = (
 def zeropoint_event(
     match: Mapping[str, Any],
     calibrated: CalibratedExposure,
-    photometry: PhotoCalResult,
+    photometry: PhotoCalResult | None,
     timings: Mapping[str, float],
 ) -> dict:
-    """The calibrated exposure (exactly what the sink writes) and the dashboard's figures."""
+    """The calibrated exposure (exactly what the sink writes), the dashboard's figures and
+    the assessment; ``photometry`` None: it did not fit (a partial calibration)."""
+    matches = calibrated.matches
     return {
         **{name: match[name] for name in ("exposure_id", "input", "metadata")},
         "calexp_header": header_to_cards(calibrated.header),
-        "magzero": float(photometry.magzero),
-        "magzero_err": float(photometry.magzero_err),
-        "magzero_rms": float(photometry.magzero_rms),
-        "magzero_nobj": int(photometry.nobj),
-        "colorterm": [float(c) for c in photometry.colorterm],
-        "nreserved": int(photometry.nreserved),
+        **photometry_fields(photometry),
         "reserved_rms": calibrated.reserved_rms,
-        "reserved_mean_offset": finite_or_none(photometry.reserved_mean_offset),
-        "sigma_int": float(photometry.sigma_int),
         "astrms_mas": float(match["astrms_mas"]),
         "astnmatch": int(match["astnmatch"]),
         "n_sources": len(calibrated.catalog["id"]),
         "catalog": catalog_to_columns(calibrated.catalog),
-        "matches": catalog_to_columns(calibrated.matches),
+        "matches": [] if matches is None else catalog_to_columns(matches),
         "background": match["background"],
         "timings": {**match["timings"], **timings},
         "software_version": __version__,
+        **assessment_fields(calibrated.assessment),
     }
 
 
 def calibrated_from_event(event: Mapping[str, Any]) -> CalibratedExposure:
-    """What the sink persists, from a zero-point event."""
+    """What the sink persists, from a zero-point event (not assessed when the event is older
+    than the statistics: :func:`calibstream.io.outputs.assessed` does it)."""
     event = claimed(event)
     return CalibratedExposure(
         metadata=metadata_from_record(event["metadata"]),
         header=cards_to_header(event["calexp_header"]),
         catalog=columns_to_catalog(event["catalog"]),
-        matches=columns_to_catalog(event["matches"]),
+        matches=columns_to_catalog(event["matches"]) if event["matches"] else None,
         background=background_from_record(event["background"]),
         reserved_rms=event["reserved_rms"],
+        assessment=assessment_from_event(event),
     )
 
 

@@ -19,7 +19,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from calibstream.verdicts import STATUSES
 from streams.monitor import Monitor
+from streams.night import FIGURES, gauge_values, latest_by_band
 from streams.readmodel import Histogram
 
 __all__ = ["ServiceCollector", "metrics_text"]
@@ -54,6 +56,7 @@ class ServiceCollector(Collector):
             counters.get("parked_now", {}),
         )
         yield _exposures_gauge(self.monitor.readmodel.count_by_status())
+        yield from _night_gauges(latest_by_band(self.monitor.readmodel))
         histograms = self.monitor.histograms()
         yield _stage_histogram(histograms["stage_seconds"])
         latency = histograms["latency_seconds"].get("persisted")
@@ -101,15 +104,24 @@ def _cache_counters(cache: dict[str, int]) -> Iterator[Metric]:
 
 
 def _exposures_gauge(count_by_status: dict[str, int]) -> Metric:
-    """Distinct exposures by status."""
+    """Distinct exposures by status (ok, warning, partial, failed)."""
     exposures = GaugeMetricFamily(
         "calibstream_exposures",
         "Distinct exposures in the read model, by status",
         labels=["status"],
     )
-    for status, count in sorted(count_by_status.items()):
-        exposures.add_metric([status], count)
+    for status in STATUSES:
+        exposures.add_metric([status], count_by_status.get(status, 0))
     return exposures
+
+
+def _night_gauges(latest: dict) -> Iterator[Metric]:
+    """The latest seeing, depth and effective time, by band."""
+    for name, (_, metric, doc) in FIGURES.items():
+        gauge = GaugeMetricFamily(metric, doc, labels=["band"])
+        for band, value in gauge_values(latest, name).items():
+            gauge.add_metric([band], value)
+        yield gauge
 
 
 def _stage_histogram(stage_seconds: dict[str, Histogram]) -> Metric:

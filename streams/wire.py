@@ -33,6 +33,7 @@ from calibstream.detection.background import Background
 from calibstream.errors import CalibstreamError
 from calibstream.frame import Frame
 from calibstream.io.exposure import Metadata
+from calibstream.summary_stats import SummaryStats
 
 #: zlib level of every compressed column and mesh (6, zlib's default: level 1
 #: is ~3x faster on float noise and ~2% bigger, level 9 no smaller).
@@ -175,16 +176,25 @@ def frame_fields(frame: Frame, wcs_field: str = "first_guess_wcs") -> dict:
         "image_width": frame.shape[1],
         "psf_fwhm": float(frame.psf_fwhm),
         wcs_field: header_to_cards(frame.wcs_header),
+        "summary_stats": stats_to_record(frame.stats),
     }
 
 
 def frame_from_event(event: Mapping[str, Any], wcs_field: str = "first_guess_wcs") -> Frame:
+    """The frame of an event; its pixels' statistics None when the event has none (an
+    older writer's)."""
     return Frame(
         metadata=metadata_from_record(event["metadata"]),
         wcs_header=cards_to_header(event[wcs_field]),
         shape=(int(event["image_height"]), int(event["image_width"])),
         psf_fwhm=float(event["psf_fwhm"]),
+        stats=SummaryStats.from_record(event.get("summary_stats")),
     )
+
+
+def stats_to_record(stats: SummaryStats | None) -> dict | None:
+    """Summary statistics as an ExposureSummaryStats record (Rubin's names; null unknown)."""
+    return None if stats is None else stats.as_record()
 
 
 def background_to_record(background: Background) -> dict:

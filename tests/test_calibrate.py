@@ -76,10 +76,12 @@ def test_every_exposure_ends_in_a_folder_and_failures_make_the_exit_nonzero(cali
 
 def test_failures_write_only_a_summary_with_a_readable_reason(calibrated):
     _, _, out, _ = calibrated
+    # a field without reference stars: a partial calibration, its catalogue kept
     far = out / "exposures" / "999"
-    assert [p.name for p in far.iterdir()] == ["summary.json"]
+    assert {p.name for p in far.iterdir()} == OUTPUT_FILES - {"matches.fits"}
     summary = json.loads((far / "summary.json").read_text())
-    assert summary["status"] == "failed" and "no reference stars" in summary["reason"]
+    assert summary["status"] == "partial" and summary["stage"] == "astrometry"
+    assert "no reference stars" in summary["reason"]
     # the truncated file is known by the EXPID of its surviving primary header
     truncated = out / "exposures" / "998"
     assert [p.name for p in truncated.iterdir()] == ["summary.json"]
@@ -151,8 +153,12 @@ def test_outputs_open_with_astropy_and_match_the_truth(calibrated):
         assert len(matches) >= header["ASTNMATCH"] // 2
         assert np.all(matches["distance_mas"] < 500)
         summary = json.loads((folder / "summary.json").read_text())
-        assert summary["status"] == "ok"
+        assert summary["status"] == "ok" and summary["flags"] == []
         assert summary["header"]["MAGZERO"] == header["MAGZERO"]
+        stats = summary["summary_stats"]
+        assert stats["zeroPoint"] == header["ZEROPNT"] == header["MAGZERO"] + 2.5 * np.log10(30)
+        for key in ("PSFSIGMA", "SKYBG", "MAGLIM", "EFFTIME", "PIXSCALE", "QSTATUS"):
+            assert key in header, key
 
 
 def test_a_second_run_writes_the_same_bytes(calibrated, tmp_path):

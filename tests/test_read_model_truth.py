@@ -71,7 +71,8 @@ def submitted(path: Path) -> bytes:
 
 @pytest.fixture(scope="module")
 def streamed(survey, tmp_path_factory) -> Streamed:
-    """Every exposure through the chain (no Redis): 3 ok folders, 3 failed ones."""
+    """Every exposure through the chain (no Redis): 3 ok folders, a partial one (no
+    reference stars) and 2 failed ones."""
     root = tmp_path_factory.mktemp("truth-out")
     ctx = context(survey, root, RedisReadModel(None))
     zeropoints, failures = {}, {}
@@ -82,7 +83,7 @@ def streamed(survey, tmp_path_factory) -> Streamed:
                 zeropoints[expid] = out.value
             elif out.role == "failures":
                 failures[expid] = out.value
-    assert len(zeropoints) == 3 and len(failures) == 3
+    assert len(zeropoints) == 4 and len(failures) == 2
     return Streamed(root, zeropoints, failures)
 
 
@@ -112,6 +113,11 @@ def renumbered(path: Path, expid: int, dest: Path, truncate: bool = False) -> Pa
     return dest
 
 
+#: The survey's exposures by status: the read model's count and the /metrics gauge.
+BY_STATUS = {"ok": 3, "partial": 1, "failed": 2}
+GAUGE = {"warning": 0, **BY_STATUS}
+
+
 def exposures_gauge(model: RedisReadModel, root: Path) -> dict[str, float]:
     text = metrics_text(Monitor(model, root, Config().colorterms)).decode()
     family = next(
@@ -137,7 +143,7 @@ def test_a_failure_that_kept_a_complete_folder_leaves_the_row_ok(
     expid = expid_of(survey.good[0])
     before = read_model.metrics(expid)
     assert before["status"] == "ok" and before["latency_s"] > 0
-    assert exposures_gauge(read_model, root) == {"ok": 3, "failed": 3}
+    assert exposures_gauge(read_model, root) == GAUGE
 
     # A later, broken file under the same EXPID: read fails, write_failure keeps the folder.
     broken = renumbered(survey.good[1], expid, tmp_path / "broken.fits", truncate=True)
@@ -148,10 +154,11 @@ def test_a_failure_that_kept_a_complete_folder_leaves_the_row_ok(
     # ... and its failure event redelivered to the failures' sink, likewise
     runner.run(ctx, "sink-failures", message(outputs[0].value, "failures"))
     assert read_model.metrics(expid) == before
-    assert exposures_gauge(read_model, root) == {"ok": 3, "failed": 3}
+    assert exposures_gauge(read_model, root) == GAUGE
     page = Monitor(read_model, root, Config().colorterms).exposure(expid)
     assert page["metrics"]["status"] == page["summary"]["status"] == "ok"
-    assert [r["expid"] for r in read_model.page_metrics(10, status="failed")] == [999, 998, 997]
+    assert [r["expid"] for r in read_model.page_metrics(10, status="failed")] == [998, 997]
+    assert [r["expid"] for r in read_model.page_metrics(10, status="partial")] == [999]
 
 
 def test_rows_are_the_folders_summaries(survey, streamed, read_model):
@@ -172,8 +179,8 @@ def test_rows_are_the_folders_summaries(survey, streamed, read_model):
             assert read_model.persisted(expid)["fingerprint"] == row["fingerprint"]
         else:
             assert (row["stage"], row["reason"]) == (summary["stage"], summary["reason"])
-            assert row["latency_s"] is None
-    assert read_model.ledger_size() == 3
+            assert (row["latency_s"] is None) == (summary["status"] == "failed")
+    assert read_model.ledger_size() == 4  # ok and partial: persisted calibrations
 
 
 # ------------------------------------------------------------------- latency: the first
@@ -221,7 +228,7 @@ def test_a_new_calibration_of_an_expid_replaces_the_row(survey, streamed, read_m
     assert after["fingerprint"] != before["fingerprint"]
     assert after["submitted_ms"] > before["submitted_ms"] and after["latency_s"] > 0
     assert after["persisted_ms"] > before["persisted_ms"]
-    assert latency_count(read_model) == 4  # three first persistences, and this one
+    assert latency_count(read_model) == 5  # four first persistences (a partial one), and this
 
 
 # ------------------------------------------------------------------- rebuilt from the folders
@@ -243,11 +250,11 @@ def test_rebuild_after_flushdb_gives_back_every_row(survey, streamed, redis_fact
     assert cli_main(["rebuild-read-model", "--config", str(config)]) == 0
     after = {expid: model.metrics(expid) for expid in streamed.expids}
     for expid, row in before.items():
-        unknown = UNKNOWN_AFTER_REBUILD if row["status"] == "ok" else {}
+        unknown = UNKNOWN_AFTER_REBUILD if row["status"] != "failed" else {}
         assert after[expid] == {**row, **unknown}, expid  # latency unknown: null
-    assert model.count_metrics() == 6 and model.count_by_status() == {"ok": 3, "failed": 3}
-    assert model.ledger_size() == 3 and model.built() is True
-    assert exposures_gauge(model, root) == {"ok": 3, "failed": 3}
+    assert model.count_metrics() == 6 and model.count_by_status() == BY_STATUS
+    assert model.ledger_size() == 4 and model.built() is True
+    assert exposures_gauge(model, root) == GAUGE
 
     # Rows that survived keep their latency; the others come back without one.
     client.flushdb()
@@ -298,7 +305,7 @@ def test_the_self_heal_check_rebuilds_once(streamed, redis_factory, monkeypatch,
     server.start()
     assert workers[0].count_metrics() == 0
     assert checks_at_once() == [None, 6] and len(calls) == 2
-    assert workers[1].count_by_status() == {"ok": 3, "failed": 3}
+    assert workers[1].count_by_status() == BY_STATUS
 
     server.stop()  # Redis down: the check does nothing (and raises nothing)
     assert rebuild.heal_read_model(streamed.root, workers[0]) is None
@@ -337,8 +344,8 @@ def test_flushing_the_shard_cache_leaves_every_row(streamed, redis_factory, tmp_
     assert not list(model_db.scan_iter(match="*:shard:*")) and cache_db.dbsize() == 50
 
     cache_db.flushdb()
-    assert model.count_metrics() == 6 and model.count_by_status() == {"ok": 3, "failed": 3}
-    assert model.ledger_size() == 3 and model.built() is True
+    assert model.count_metrics() == 6 and model.count_by_status() == BY_STATUS
+    assert model.ledger_size() == 4 and model.built() is True
     assert cache.get("shard0") is None  # a miss: the shard is read from its file
     assert model.counters() == {"cache:miss": 51, "cache:hit": 50}
     for client in (model_db, cache_db, model, cache):
@@ -381,9 +388,9 @@ def test_a_worker_rebuilds_the_read_model_after_a_redis_restart(
         server.start()  # empty: no persistence
         assert model.count_metrics() == 0
         assert _eventually(lambda: model.count_metrics() == 6, 40), worker.log_tail()
-        assert model.count_by_status() == {"ok": 3, "failed": 3}
+        assert model.count_by_status() == BY_STATUS
         for expid, row in before.items():
-            unknown = UNKNOWN_AFTER_REBUILD if row["status"] == "ok" else {}
+            unknown = UNKNOWN_AFTER_REBUILD if row["status"] != "failed" else {}
             assert model.metrics(expid) == {**row, **unknown}
         assert "read model rebuilt from 6 exposure folders" in worker.log.read_text()
         assert worker.running, worker.log_tail()

@@ -16,6 +16,7 @@ import pytest
 from astropy.io import fits
 from streaming import expid_of, make_survey, same_folders
 
+from calibstream import stages
 from calibstream.config import Config
 from calibstream.detection.pipeline import background_hdul, measure_exposure
 from calibstream.frame import frame_of
@@ -66,8 +67,10 @@ def test_chain_with_redis_down_writes_what_the_batch_writes(survey, tmp_path, ca
         ]
     assert ctx.readmodel.state == "down"
     assert any("redis" in r.getMessage().lower() for r in caplog.records), "no word of Redis"
-    assert [dict(m) for m in made[:3]] == [{"detections": 1, "matches": 1, "zeropoints": 1}] * 3
-    assert [m["failures"] for m in made[3:]] == [1, 1, 1]
+    calibrated = {"detections": 1, "matches": 1, "zeropoints": 1}
+    assert [dict(m) for m in made[:3]] == [calibrated] * 3
+    assert [dict(m) for m in made[3:5]] == [{"failures": 1}] * 2  # unreadable: failures
+    assert dict(made[5]) == calibrated  # no reference stars: a partial calibration
     batch = tmp_path / "batch"
     argv = ["calibrate", *map(str, (p.resolve() for p in survey.exposures))]
     assert cli_main([*argv, "--refcat", str(survey.store), "--out", str(batch)]) == 1
@@ -188,19 +191,26 @@ def test_chained_steps_make_the_events_and_the_folder_the_steps_make(survey, tmp
     assert [(o.role, o.handled) for o in partly] == [("detections", True), ("matches", False)]
 
 
-def test_a_step_failing_down_the_chain_is_left_to_its_agent(survey, tmp_path):
-    """The field without reference stars fails in astrometry: the chain gives the detection
-    event back unhandled and no failure event; the astrometry agent's own run makes the
-    failure event, naming the detection event it consumed."""
+def test_a_step_failing_down_the_chain_is_left_to_its_agent(survey, tmp_path, monkeypatch):
+    """Astrometry fails (an internal error: the data's fault, not one that leaves usable
+    results): the chain gives the detection event back unhandled and no failure event; the
+    astrometry agent's own run makes the failure event, naming the detection event it
+    consumed."""
     ctx = context(survey, tmp_path)
     onward = ONWARD
-    far = survey.bad["no_refs"]
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("a bug in the fit")
+
+    monkeypatch.setattr(stages, "astrometry_or_partial", broken)
+    far = survey.good[0]
     [detection] = runner.run_chain(ctx, "detect", message(submitted(far)), onward)
     assert detection.role == "detections" and not detection.handled
     consumed = message(detection.value, topic="calibstream.detections")
     [out] = runner.run(ctx, "astrometry", consumed)
     failure = decode(out.value).record
     assert out.role == "failures" and failure["stage"] == "astrometry"
+    assert failure["error"] == "internal" and "a bug in the fit" in failure["reason"]
     assert failure["input_topic"] == "calibstream.detections" and failure["input_offset"] == 7
     # a failure of the consumed event itself is run's: a failure event, as always, taken
     # on to the failures' sink here (this worker owns its partition) and still published

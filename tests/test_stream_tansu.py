@@ -88,13 +88,16 @@ def test_good_exposures_are_complete_and_bad_ones_fail_with_reasons(survey, stre
             OUTPUT_FILES
         )
     failed = {k: v for k, v in found.items() if v["status"] == "failed"}
-    assert set(failed) == {"997", "998", "999"}
+    assert set(failed) == {"997", "998"}
     assert failed["997"]["stage"] == "read" and "truncated" in failed["997"]["reason"]
     assert failed["998"]["stage"] == "read" and "PSF" in failed["998"]["reason"]
-    assert failed["999"]["stage"] == "astrometry"
-    assert "no reference stars" in failed["999"]["reason"]
     for name in failed:
         assert [p.name for p in (work / "out" / "exposures" / name).iterdir()] == ["summary.json"]
+    # no reference stars: a partial calibration, the catalogue with first-guess positions
+    assert found["999"]["status"] == "partial" and found["999"]["stage"] == "astrometry"
+    assert "no reference stars" in found["999"]["reason"]
+    kept = sorted(p.name for p in (work / "out" / "exposures" / "999").iterdir())
+    assert kept == sorted(set(OUTPUT_FILES) - {"matches.fits"})
 
 
 def test_outputs_equal_the_batch_commands(survey, streamed, tmp_path):
@@ -110,20 +113,24 @@ def test_outputs_equal_the_batch_commands(survey, streamed, tmp_path):
             str(batch),
         ]
     )
-    assert status == 1  # three failed
+    assert status == 1  # two failed, one partial
     names = sorted(folders(batch))
     assert names == sorted(folders(work / "out"))
     assert same_folders(work / "out", batch, names) == []
 
 
-def test_three_failure_events_keep_their_input(tansu, streamed):
+def test_two_failure_events_keep_their_input(tansu, streamed):
     _, prefix, *_ = streamed
     failures = read_topic(tansu.bootstrap, prefix + "failures")
     by_id = {d.record["exposure_id"]: d.record for *_, d in failures}
-    assert len(failures) == 3 and set(by_id) == {997, 998, 999}
-    assert {r["stage"] for r in by_id.values()} == {"read", "astrometry"}
-    assert by_id[999]["input_topic"] == prefix + "detections"
+    assert len(failures) == 2 and set(by_id) == {997, 998}
+    assert {r["stage"] for r in by_id.values()} == {"read"}
     assert by_id[997]["input_topic"] == prefix + "exposures"
+    # the partial calibration went on down the chain, marked partial
+    zeropoints = read_topic(tansu.bootstrap, prefix + "zeropoints")
+    partial = [d.record for *_, d in zeropoints if d.record["exposure_id"] == 999]
+    assert len(partial) == 1 and partial[0]["status"] == "partial"
+    assert partial[0]["partial"]["stage"] == "astrometry"
     for record in by_id.values():
         assert record["reason"] and record["input"]  # the input message, byte for byte
 
@@ -142,13 +149,14 @@ def test_undecodable_messages_go_to_the_dead_letter_topic(tansu, streamed):
 def test_redis_holds_the_ledger_and_metrics(survey, streamed):
     *_, redis_url, _ = streamed
     model = RedisReadModel(redis_url)
-    assert model.ledger_size() == len(survey.good)
+    assert model.ledger_size() == len(survey.good) + 1  # and the partial calibration
     assert model.count_metrics() == len(survey.exposures)
     rows = model.recent_metrics(limit=100)
     ok = [r for r in rows if r["status"] == "ok"]
     assert len(ok) == len(survey.good)
     assert all(r["latency_s"] > 0 and 20 < r["magzero"] < 40 for r in ok)
-    assert {r["exposure_id"] for r in rows if r["status"] == "failed"} == {997, 998, 999}
+    assert {r["exposure_id"] for r in rows if r["status"] == "failed"} == {997, 998}
+    assert [r["exposure_id"] for r in rows if r["status"] == "partial"] == [999]
 
 
 def test_replay_from_offset_zero_changes_nothing(survey, streamed):

@@ -10,6 +10,7 @@ the same bytes.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -24,13 +25,18 @@ import numpy as np
 from astropy.io import fits
 
 from calibstream import __version__
+from calibstream.assess import Assessment, assess, assessment_cards
 from calibstream.astrometry.refcat import RefCatalog
 from calibstream.astrometry.solve import Matches
+from calibstream.config import Config
 from calibstream.detection.background import Background
 from calibstream.detection.pipeline import background_hdul, metadata_cards
+from calibstream.frame import Frame
 from calibstream.io.exposure import Metadata
 from calibstream.io.fitsio import DIR_MODE, FILE_MODE, hdulist_bytes, table_hdu, umask
 from calibstream.photometry.photocal import PhotoCalResult
+from calibstream.summary_stats import SummaryStats
+from calibstream.verdicts import CALIBRATED, OK, Partial, flagged
 
 SUMMARY = "summary.json"
 
@@ -57,41 +63,66 @@ class CalibratedExposure:
     metadata: Metadata
     header: fits.Header  # calexp.fits
     catalog: dict[str, np.ndarray]  # src.fits
-    matches: dict[str, np.ndarray]  # matches.fits
+    matches: dict[str, np.ndarray] | None  # matches.fits (None: astrometry did not fit)
     background: Background  # background.fits
     reserved_rms: float | None
+    #: Summary statistics, verdicts, status (None: not assessed yet, see :func:`assessed`).
+    assessment: Assessment | None = None
 
 
 def persisted_exposure(
-    metadata: Metadata,
-    wcs_header: fits.Header,
-    astrms_mas: float,
+    frame: Frame,
+    astrms_mas: float | None,
     astnmatch: int,
-    photometry: PhotoCalResult,
+    photometry: PhotoCalResult | None,
     catalog: dict[str, np.ndarray],
-    refs: RefCatalog,
-    matches: Matches,
+    references: tuple[RefCatalog, Matches] | None,
     background: Background,
+    partial: Partial | None,
+    config: Config,
 ) -> CalibratedExposure:
-    """The folder's content from the results of the three steps (fitted WCS as header cards)."""
-    return CalibratedExposure(
+    """The folder's content from the results of the three steps (``frame``'s WCS as header
+    cards: the fitted one, or the first guess when astrometry did not fit and ``astrms_mas``
+    and ``references`` are None; ``photometry`` None when it did not fit), assessed."""
+    metadata = frame.metadata
+    calibrated = CalibratedExposure(
         metadata=metadata,
-        header=calexp_header(metadata, wcs_header, astrms_mas, astnmatch, photometry),
+        header=calexp_header(metadata, frame.wcs_header, astrms_mas, astnmatch, photometry),
         catalog=catalog,
-        matches=matches_columns(catalog, refs, matches),
+        matches=None if references is None else matches_columns(catalog, *references),
         background=background,
-        reserved_rms=finite_or_none(photometry.reserved_rms),
+        reserved_rms=None if photometry is None else finite_or_none(photometry.reserved_rms),
     )
+    return assessed(calibrated, frame.stats, partial, config)
+
+
+def assessed(
+    calibrated: CalibratedExposure,
+    image: SummaryStats | None,
+    partial: Partial | None,
+    config: Config,
+) -> CalibratedExposure:
+    """``calibrated`` with its assessment (:func:`calibstream.assess.assess`) and the
+    assessment's cards in its calexp header."""
+    shape = calibrated.background.shape
+    found = assess(
+        calibrated.metadata, calibrated.header, calibrated.matches, image, partial, shape, config
+    )
+    header = calibrated.header.copy()
+    for key, value, comment in assessment_cards(found):
+        header[key] = (value, comment)
+    return dataclasses.replace(calibrated, header=header, assessment=found)
 
 
 def calexp_header(
     metadata: Metadata,
     wcs_header: fits.Header,
-    astrms_mas: float,
+    astrms_mas: float | None,
     astnmatch: int,
-    photometry: PhotoCalResult,
+    photometry: PhotoCalResult | None,
 ) -> fits.Header:
-    """Fitted WCS, photometric calibration and metadata, as the contract names them."""
+    """Fitted WCS, photometric calibration and metadata, as the contract names them; what
+    was not fitted (``astrms_mas`` or ``photometry`` None) is left out."""
     header = fits.Header()
     for key, value, comment in metadata_cards(metadata):
         header[key] = (value, comment)
@@ -100,31 +131,48 @@ def calexp_header(
             header.append(fits.Card(card.keyword, card.value), bottom=True)
         else:
             header.set(card.keyword, card.value, card.comment)
-    cards = [
-        ("ASTRMS", float(astrms_mas), "[mas] scatter of astrometric matches"),
-        ("ASTNMATCH", int(astnmatch), "astrometric matches used"),
-        ("MAGZERO", float(photometry.magzero), "mag of 1 e-/s (psf_flux/EXPTIME)"),
-        ("MAGZERO_ERR", float(photometry.magzero_err), "uncertainty of MAGZERO"),
-        ("MAGZERO_RMS", float(photometry.magzero_rms), "scatter of the stars used"),
-        ("MAGZERO_NOBJ", int(photometry.nobj), "stars used for MAGZERO"),
-    ]
-    cards += [
-        (f"COLORTERM{i + 1}", float(c), f"colour term c{i}")
-        for i, c in enumerate(photometry.colorterm)
-    ]
+    cards = []
+    if astrms_mas is not None:
+        cards += [
+            ("ASTRMS", float(astrms_mas), "[mas] scatter of astrometric matches"),
+            ("ASTNMATCH", int(astnmatch), "astrometric matches used"),
+        ]
+    if photometry is not None:
+        cards += [
+            ("MAGZERO", float(photometry.magzero), "mag of 1 e-/s (psf_flux/EXPTIME)"),
+            ("MAGZERO_ERR", float(photometry.magzero_err), "uncertainty of MAGZERO"),
+            ("MAGZERO_RMS", float(photometry.magzero_rms), "scatter of the stars used"),
+            ("MAGZERO_NOBJ", int(photometry.nobj), "stars used for MAGZERO"),
+        ]
+        cards += [
+            (f"COLORTERM{i + 1}", float(c), f"colour term c{i}")
+            for i, c in enumerate(photometry.colorterm)
+        ]
     for key, value, comment in cards:
         header[f"HIERARCH {key}" if len(key) > 8 else key] = (value, comment)
     return header
 
 
 def summary_of(persisted: CalibratedExposure) -> dict:
-    return {
-        "status": "ok",
+    """summary.json: the status, metadata, the calexp header and, once assessed, the summary
+    statistics, verdicts, flagged reason codes and what a partial calibration lacks (its
+    stage, error and reason also at the top, as a failure's)."""
+    found = persisted.assessment
+    summary = {
+        "status": OK if found is None else found.status,
         **_metadata_json(persisted.metadata),
         "n_sources": len(persisted.catalog["id"]),
         "reserved_rms": persisted.reserved_rms,
         "header": {key: persisted.header[key] for key in persisted.header},
     }
+    if found is not None:
+        summary["summary_stats"] = found.stats.as_record()
+        summary["verdicts"] = [v.as_record() for v in found.verdicts]
+        summary["flags"] = flagged(found.verdicts)
+        summary["partial"] = None if found.partial is None else found.partial.as_record()
+        if found.partial is not None:
+            summary.update(found.partial.as_record())
+    return summary
 
 
 def _metadata_json(meta: Metadata) -> dict:
@@ -179,13 +227,18 @@ def output_files(persisted: CalibratedExposure) -> dict[str, bytes]:
             primary.header[key] = (value, comment)
         return fits.HDUList([primary, *hdus])
 
-    return {
+    files = {
         "calexp.fits": hdulist_bytes(fits.HDUList([fits.PrimaryHDU(header=persisted.header)])),
         "src.fits": hdulist_bytes(with_primary(table_hdu(persisted.catalog, "SRC"))),
-        "matches.fits": hdulist_bytes(with_primary(table_hdu(persisted.matches, "MATCHES"))),
+        "matches.fits": b"",
         "background.fits": hdulist_bytes(background_hdul(persisted.metadata, persisted.background)),
         SUMMARY: _json_bytes(summary_of(persisted)),
     }
+    if persisted.matches is None:  # astrometry did not fit: nothing was matched
+        del files["matches.fits"]
+    else:
+        files["matches.fits"] = hdulist_bytes(with_primary(table_hdu(persisted.matches, "MATCHES")))
+    return files
 
 
 def write_calibration(calibration: CalibratedExposure, root: Path) -> Path:
@@ -205,11 +258,11 @@ def write_failure(
 ) -> Path:
     """A failed exposure: only summary.json, with its status and a readable reason.
 
-    A complete calibration already persisted for this EXPID is kept: a failure
-    (say, a later broken copy of the file) never replaces good results.
+    A calibration already persisted for this EXPID (ok, with warnings or partial) is kept:
+    a failure (say, a later broken copy of the file) never replaces results.
     """
     folder = exposure_dir(root, expid)
-    if _status(folder) == "ok":
+    if _status(folder) in CALIBRATED:
         return folder
     summary = {"status": "failed", "expid": expid, "stage": stage, "error": kind, "reason": reason}
     if metadata is not None:
