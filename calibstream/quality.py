@@ -4,7 +4,9 @@ What an astronomer checks after a calibration: the astrometric residuals over th
 (a pattern means the distortion model is wrong), the photometric residuals against
 magnitude (non-linearity, a bad aperture correction) and against colour (a wrong colour
 term), with the reserved stars, which the fit never saw, marked; and the fitted distortion
-itself. Pure functions of arrays and headers; :func:`exposure_quality` reads the files.
+itself; and the PSF stars' ellipticities over the chip, against the PSF model's (whiskers).
+A partial calibration shows what it has: no residuals where nothing was matched or fitted.
+Pure functions of arrays and headers; :func:`exposure_quality` reads the files.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from numpy.polynomial.polynomial import polyval2d
 from calibstream.config import ColorTerm
 from calibstream.io.outputs import exposure_dir, read_summary
 from calibstream.photometry.photocal import reference_magnitudes
+from calibstream.verdicts import CALIBRATED
 
 __all__ = [
     "astrometric_residuals",
     "distortion_grid",
     "exposure_quality",
     "photometric_residuals",
+    "psf_whiskers",
 ]
 
 MAS_PER_DEG = 3.6e6
@@ -45,6 +49,7 @@ def astrometric_residuals(matches: Mapping[str, np.ndarray]) -> dict:
     dra = (dra + 180.0) % 360.0 - 180.0  # across RA = 0
     ddec = np.asarray(matches["src_dec"], dtype=float) - np.asarray(matches["ref_dec"], dtype=float)
     return {
+        "available": True,
         "x": _json_floats(matches["x"], 1),
         "y": _json_floats(matches["y"], 1),
         "east_mas": _json_floats(dra * np.cos(dec) * MAS_PER_DEG, 2),
@@ -105,6 +110,33 @@ def distortion_grid(header: fits.Header, width: int, height: int, n: int = 9) ->
     }
 
 
+def psf_whiskers(src: Mapping[str, np.ndarray], header: Mapping) -> dict:
+    """The PSF stars (``calib_psf_used``, adaptive moments measured) over the chip: each
+    one's ellipticity e1 = (xx-yy)/(xx+yy), e2 = 2xy/(xx+yy), the PSF model's (the header's
+    PSFIXX, PSFIYY, PSFIXY) and star minus model (what psfStarDeltaE1/E2 summarise)."""
+    if "shape_xx" not in src:
+        return {"available": False, "reason": "src.fits has no PSF-star shapes"}
+    chosen = np.asarray(src["calib_psf_used"], bool) & ~np.asarray(src["shape_flag"], bool)
+    xx, yy, xy = (np.asarray(src[f"shape_{k}"], float)[chosen] for k in ("xx", "yy", "xy"))
+    e1, e2 = (xx - yy) / (xx + yy), 2.0 * xy / (xx + yy)
+    model = [header.get(k) for k in ("PSFIXX", "PSFIYY", "PSFIXY")]
+    psf_e1 = psf_e2 = 0.0
+    if None not in model:
+        mxx, myy, mxy = (float(v) for v in model)
+        psf_e1, psf_e2 = (mxx - myy) / (mxx + myy), 2.0 * mxy / (mxx + myy)
+    return {
+        "available": True,
+        "x": _json_floats(np.asarray(src["x"])[chosen], 1),
+        "y": _json_floats(np.asarray(src["y"])[chosen], 1),
+        "e1": _json_floats(e1, 5),
+        "e2": _json_floats(e2, 5),
+        "de1": _json_floats(e1 - psf_e1, 5),
+        "de2": _json_floats(e2 - psf_e2, 5),
+        "psf_e1": round(psf_e1, 5),
+        "psf_e2": round(psf_e2, 5),
+    }
+
+
 def _table(path: Path) -> dict[str, np.ndarray]:
     with fits.open(path, memmap=False) as hdul:
         data = hdul[1].data
@@ -112,23 +144,33 @@ def _table(path: Path) -> dict[str, np.ndarray]:
 
 
 def exposure_quality(root: Path, expid: int, colorterms: Mapping[str, ColorTerm]) -> dict | None:
-    """Everything the per-exposure page draws, from the folder; None when there is none."""
+    """Everything the per-exposure page draws, from the folder; None when there is none. A
+    partial calibration has no astrometric residuals when astrometry did not fit (nothing
+    was matched) and no photometric ones when photometry did not."""
     folder = exposure_dir(root, expid)
     summary = read_summary(folder)
     if summary is None:
         return None
-    if summary.get("status") != "ok":
+    if summary.get("status") not in CALIBRATED:
         return {"summary": summary}
     with fits.open(folder / "calexp.fits", memmap=False) as hdul:
         header = hdul[0].header.copy()
     with fits.open(folder / "background.fits", memmap=False) as hdul:
         width, height = int(hdul[1].header["IMGWIDTH"]), int(hdul[1].header["IMGHEIGH"])
-    matches = _table(folder / "matches.fits")
+    why = (summary.get("partial") or {}).get("reason", "")
+    astrometry = photometry = {"available": False, "reason": f"not fitted: {why}"}
+    if (folder / "matches.fits").exists():
+        matches = _table(folder / "matches.fits")
+        astrometry = astrometric_residuals(matches)
+        if "MAGZERO" in header:
+            photometry = photometric_residuals(matches, colorterms.get(summary["band"]), header)
     return {
         "summary": summary,
         "width": width,
         "height": height,
-        "astrometry": astrometric_residuals(matches),
-        "photometry": photometric_residuals(matches, colorterms.get(summary["band"]), header),
+        "astrometry": astrometry,
+        "photometry": photometry,
         "distortion": distortion_grid(header, width, height),
+        "first_guess": bool(header.get("WCSGUESS", False)),
+        "whiskers": psf_whiskers(_table(folder / "src.fits"), header),
     }

@@ -42,7 +42,7 @@ function add(rows) {
   for (const row of rows) {
     if (!passes(row)) continue;
     state.rows.set(row.expid, row);
-    if (row.status === "failed") state.failures.set(row.expid, row);
+    if (row.status === "failed" || row.status === "partial") state.failures.set(row.expid, row);
     else state.failures.delete(row.expid); // a later success replaces a failure
     addBand(row.band);
   }
@@ -77,7 +77,8 @@ function applyPage(page) {
 // ---------------------------------------------------------------- charts
 
 function okRows() {
-  return [...state.rows.values()].filter((r) => r.status === "ok" && r.magzero != null);
+  // Calibrated with a zero-point: ok, ok with warnings (a partial one has none).
+  return [...state.rows.values()].filter((r) => night.calibrated(r) && r.magzero != null);
 }
 
 function byBand(rows) {
@@ -154,6 +155,7 @@ function drawCharts() {
     calib.layout({ shapes: lines, xaxis: { title: { text: "persisted (UTC)" }, type: "date" }, yaxis: { title: { text: "seconds (lines: p50, p95)" }, rangemode: "tozero" } }),
     calib.config,
   );
+  night.draw([...state.rows.values()].filter(night.calibrated));
   document.getElementById("shown").textContent = String(state.rows.size);
 }
 
@@ -175,25 +177,35 @@ function drawTables() {
   failures.replaceChildren(
     ...[...state.failures.values()]
       .sort((a, b) => b.persisted_ms - a.persisted_ms)
-      .map((r) => calib.row([calib.time(r.persisted_ms), calib.link(`/exposure/${r.expid}`, String(r.expid)), r.visit, r.detector, r.stage, r.error, r.reason])),
+      .map((r) => {
+        const tr = calib.row([calib.time(r.persisted_ms), calib.link(`/exposure/${r.expid}`, String(r.expid)), r.visit, r.detector, r.status, r.stage, r.error, r.reason]);
+        tr.className = night.statusClass(r.status);
+        return tr;
+      }),
   );
   for (const td of failures.querySelectorAll("td:last-child")) td.className = "reason";
   const recent = [...state.rows.values()].sort((a, b) => b.persisted_ms - a.persisted_ms).slice(0, 50);
   document.querySelector("#recent tbody").replaceChildren(
-    ...recent.map((r) =>
-      calib.row([
+    ...recent.map((r) => {
+      const tr = calib.row([
         calib.time(r.persisted_ms),
         calib.link(`/exposure/${r.expid}`, String(r.expid)),
         r.visit,
         r.detector,
         r.band,
-        r.status === "ok" ? `${calib.num(r.magzero, 4)} ± ${calib.num(r.magzero_err, 4)}` : `failed (${r.stage})`,
+        night.label(r),
+        r.magzero != null ? `${calib.num(r.magzero, 4)} ± ${calib.num(r.magzero_err, 4)}` : "–",
         calib.num(r.magzero_rms, 3),
         calib.num(r.astrms_mas, 1),
         r.astnmatch,
+        calib.num(r.psf_fwhm_arcsec, 2),
+        calib.num(r.maglim, 2),
+        calib.num(r.efftime, 1),
         calib.num(r.latency_s, 2),
-      ]),
-    ),
+      ]);
+      tr.className = night.statusClass(r.status);
+      return tr;
+    }),
   );
 }
 
@@ -202,6 +214,8 @@ function drawSummary() {
   if (!s) return;
   document.getElementById("n-ok").textContent = s.exposures.ok;
   document.getElementById("n-failed").textContent = s.exposures.failed;
+  document.getElementById("n-warning").textContent = s.exposures.warning || 0;
+  document.getElementById("n-partial").textContent = s.exposures.partial || 0;
   const total = (kind) => Object.values(s.counters[kind] || {}).reduce((a, b) => a + Math.max(0, b), 0);
   document.getElementById("n-retrying").textContent = total("waiting");
   document.getElementById("n-parked").textContent = total("parked_now");
@@ -285,9 +299,10 @@ async function start() {
   drawSummary();
   drawCharts();
   drawTables();
-  for (const div of ["zp-chart", "rms-chart", "ast-chart", "latency-chart"]) {
+  for (const div of ["zp-chart", "rms-chart", "ast-chart", "latency-chart", ...night.charts()]) {
     document.getElementById(div).on("plotly_click", (data) => {
-      const expid = data.points[0] && data.points[0].customdata;
+      const found = data.points[0] && data.points[0].customdata;
+      const expid = Array.isArray(found) ? found[0] : found;
       if (expid != null) location.href = `/exposure/${expid}`;
     });
   }

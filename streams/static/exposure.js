@@ -38,20 +38,13 @@ function photometryTraces(p, xKey) {
 function drawSummary(found) {
   const summary = found.summary || {};
   const status = document.getElementById("status");
-  status.textContent = summary.status || (found.metrics && found.metrics.status) || "unknown";
-  status.className = `pill ${summary.status === "ok" ? "ok" : "bad"}`;
-  const rows = [];
-  for (const [key, value] of Object.entries(summary)) {
-    if (key !== "header") rows.push([key, typeof value === "object" ? JSON.stringify(value) : value]);
-  }
-  const header = summary.header || {};
-  for (const key of ["MAGZERO", "MAGZERO_ERR", "MAGZERO_RMS", "MAGZERO_NOBJ", "COLORTERM1", "COLORTERM2", "COLORTERM3", "ASTRMS", "ASTNMATCH", "MJD-OBS", "EXPTIME", "CRVAL1", "CRVAL2", "A_ORDER"]) {
-    if (key in header) rows.push([key, header[key]]);
-  }
-  if (found.metrics) {
-    for (const key of ["latency_s", "submitted_ms", "persisted_ms"]) if (key in found.metrics) rows.push([key, found.metrics[key]]);
-  }
-  document.querySelector("#summary tbody").replaceChildren(...rows.map((r) => calib.row(r)));
+  const state = summary.status || (found.metrics && found.metrics.status) || "unknown";
+  status.textContent = night.label({ ...summary, status: state });
+  status.className = `pill ${{ ok: "ok", warning: "warning", partial: "partial" }[state] || "bad"}`;
+  document.querySelector("#summary tbody").replaceChildren(
+    ...readable.rows(summary, found.metrics).map((r) => calib.row(r)),
+  );
+  document.querySelector("#verdicts tbody").replaceChildren(...readable.verdicts(summary));
   const timings = (found.metrics && found.metrics.timings) || {};
   document.querySelector("#timings tbody").replaceChildren(
     ...Object.entries(timings).map(([k, v]) => calib.row([k, calib.num(v, 3)])),
@@ -63,7 +56,13 @@ function drawQuality(q) {
   const chip = { range: [0, q.width], title: { text: "x (px)" }, constrain: "domain" };
   const chipY = { range: [0, q.height], title: { text: "y (px)" }, scaleanchor: "x", constrain: "domain" };
 
+  readable.drawWhiskers(q, chip, chipY);
   const a = q.astrometry;
+  if (!a.available) {
+    document.getElementById("astrometry-note").textContent = `no astrometric residuals: ${a.reason}`;
+    drawDistortion(q, chip, chipY);
+    return photometryNote(q.photometry);
+  }
   const [x, y, east, north] = [a.x, a.y, a.east_mas, a.north_mas].map((v) => pick(v, a.used));
   const vec = arrows(x, y, east, north, q.width, 0.04);
   Plotly.newPlot("astrometry-chart", [
@@ -82,9 +81,16 @@ function drawQuality(q) {
     document.getElementById("photometry-note").textContent =
       `${p.used.filter(Boolean).length} stars fitted, ${p.reserved.filter(Boolean).length} reserved (never fitted: an honest check of the zero-point).`;
   } else {
-    document.getElementById("photometry-note").textContent = `no photometric residuals: ${p.reason}`;
+    photometryNote(p);
   }
+  drawDistortion(q, chip, chipY);
+}
 
+function photometryNote(p) {
+  document.getElementById("photometry-note").textContent = `no photometric residuals: ${p.reason}`;
+}
+
+function drawDistortion(q, chip, chipY) {
   const d = q.distortion;
   const dvec = arrows(d.x, d.y, d.dx, d.dy, q.width, 0.05);
   const magnitude = d.dx.map((v, i) => Math.hypot(v, d.dy[i]));
@@ -92,19 +98,20 @@ function drawQuality(q) {
     { type: "scatter", mode: "lines", name: "offset (scaled)", x: dvec.sx, y: dvec.sy, line: { width: 2, color: "#2ca02c" }, hoverinfo: "skip" },
     { type: "scatter", mode: "markers", name: "|offset| (px)", x: d.x, y: d.y, marker: { size: 8, color: magnitude, colorscale: "Viridis", showscale: true, colorbar: { title: { text: "px" } } }, hovertemplate: "%{marker.color:.3f} px<extra></extra>" },
   ], calib.layout({ xaxis: chip, yaxis: chipY }), calib.config);
+  const which = q.first_guess ? "the first-guess WCS (astrometry did not fit)" : "the fitted WCS";
   document.getElementById("distortion-note").textContent = d.sip_order == null
-    ? "no SIP distortion in the fitted WCS"
-    : `SIP order ${d.sip_order}; largest offset ${calib.num(Math.max(...magnitude), 3)} px; arrows × ${calib.num(dvec.scale, 0)}.`;
+    ? `no SIP distortion in ${which}`
+    : `${which}: SIP order ${d.sip_order}; largest offset ${calib.num(Math.max(...magnitude), 3)} px; arrows × ${calib.num(dvec.scale, 0)}.`;
 }
 
 async function start() {
   document.getElementById("expid").textContent = EXPID;
   const found = await calib.json(`/api/exposures/${EXPID}`);
   drawSummary(found);
-  if (found.summary && found.summary.status === "ok") {
+  if (found.summary && night.calibrated(found.summary)) {
     drawQuality(await calib.json(`/api/exposures/${EXPID}/quality`));
   } else {
-    for (const id of ["astrometry-note", "photometry-note", "distortion-note"]) {
+    for (const id of ["astrometry-note", "photometry-note", "distortion-note", "whiskers-note"]) {
       document.getElementById(id).textContent = "no plots: this exposure has no calibration";
     }
   }
