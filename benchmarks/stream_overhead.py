@@ -58,7 +58,7 @@ from streams.worker import characterized_exposure  # noqa: E402
 def core(path: Path, store: Path, root: Path, config: Config) -> Path:
     """The core's stages on one exposure, in memory; the exposure's folder."""
     frame, measurement = stages.detect(path, config)
-    solution = stages.astrometry(frame, measurement.catalog, store, config)
+    solution = stages.astrometry_or_partial(frame, measurement.catalog, store, config)
     fit, matches = solution.astrometry, solution.matches
     fitted = stages.Fitted(  # what streams.events.fitted_from_event gives from the match event
         frame=dataclasses.replace(frame, wcs_header=fit.wcs.to_header(relax=True)),

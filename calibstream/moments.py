@@ -70,20 +70,27 @@ def adaptive_moments(
     done = np.zeros(n, dtype=bool)
     failed = np.zeros(n, dtype=bool)
     for _ in range(iterations):
-        step = _iterate(stamps, use, gx, gy, x, y, xx, yy, xy)
+        live = np.flatnonzero(~done & ~failed)  # only the stamps still iterating
+        if live.size == 0:
+            break
+        step = _iterate(
+            stamps[live], use[live], gx, gy, x[live], y[live], xx[live], yy[live], xy[live]
+        )
         nx, ny, nxx, nyy, nxy = step
         bad = ~np.all(np.isfinite(np.stack(step)), axis=0) | (nxx <= 0) | (nyy <= 0)
         bad |= nxx * nyy - nxy**2 <= 0
         bad |= (np.abs(nx - centre) > size / 2.0) | (np.abs(ny - centre) > size / 2.0)
-        moved = np.abs(nxx - xx) + np.abs(nyy - yy) + np.abs(nxy - xy)
-        live = ~done & ~failed
-        failed |= live & bad
-        live &= ~bad
-        x, y = np.where(live, nx, x), np.where(live, ny, y)
-        xx, yy, xy = np.where(live, nxx, xx), np.where(live, nyy, yy), np.where(live, nxy, xy)
-        done |= live & (moved < tolerance * (xx + yy))
-        if np.all(done | failed):
-            break
+        moved = np.abs(nxx - xx[live]) + np.abs(nyy - yy[live]) + np.abs(nxy - xy[live])
+        failed[live[bad]] = True
+        good, kept = live[~bad], ~bad
+        x[good], y[good], xx[good], yy[good], xy[good] = (
+            nx[kept],
+            ny[kept],
+            nxx[kept],
+            nyy[kept],
+            nxy[kept],
+        )
+        done[good] = moved[kept] < tolerance * (xx[good] + yy[good])
     failed |= ~done
     nan = np.where(failed, np.nan, 1.0)
     return Moments(xx * nan, yy * nan, xy * nan, x * nan, y * nan, failed)
