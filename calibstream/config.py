@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal, get_type_hints
 
+from calibstream.config_bounds import LimitsConfig, SanityConfig
 from calibstream.config_types import checked
 from calibstream.errors import ConfigError
 from calibstream.quality_config import (
@@ -246,6 +247,8 @@ class Config:
     #: Instrument band -> colour term; a ``[colorterms.<band>]`` table replaces
     #: the keys it gives of that band (a new band must give primary and secondary).
     colorterms: Mapping[str, ColorTerm] = field(default_factory=lambda: DEFAULT_COLORTERMS)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    sanity: SanityConfig = field(default_factory=SanityConfig)
     #: Band -> its nominal observation (effTime, the image verdicts); a
     #: ``[fiducials.<band>]`` table replaces the keys it gives (a new band gives them all).
     fiducials: Mapping[str, Fiducial] = field(default_factory=lambda: DEFAULT_FIDUCIALS)

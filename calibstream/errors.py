@@ -86,6 +86,36 @@ class InvalidKeyError(ExposureError):
     kind = "invalid_key"
 
 
+class ExpidMismatchError(ExposureError):
+    """The file's EXPID is not the exposure id of the event that names it."""
+
+    kind = "expid_mismatch"
+
+
+class ResourceLimitError(ExposureError):
+    """The file's headers declare more than a ``[limits]`` value allows (pixels, PSF size,
+    FWHM, header cards, HDUs, table bytes, estimated memory); checked before any plane is
+    read. The reason names the limit and the value."""
+
+    kind = "limit"
+
+
+class InputRefusedError(CalibstreamError):
+    """An event names an input the service may not open: a URI scheme other than file://,
+    a relative path, a '..', a path outside ``[stream] input_roots`` (symbolic links
+    resolved), or not a regular file. The reason never tells whether the path exists."""
+
+    kind = "refused"
+
+
+class ImplausibleValueError(CalibstreamError):
+    """A value outside its plausible range (``[sanity]``): EXPTIME, MJD-OBS, AIRMASS, the
+    aperture corrections over the chip, MAGZERO, MAGZERO_ERR. The reason names the value,
+    the range and its configuration key."""
+
+    kind = "implausible"
+
+
 class ConfigError(CalibstreamError):
     """A configuration file or value is not understood."""
 

@@ -5,7 +5,9 @@
 3. :func:`photometry`: the zero-point, calibrated magnitudes, the folder's content;
 4. persist: :func:`calibstream.io.outputs.write_calibration`.
 
-Each labels the errors it raises with its stage. Stages 2 and 3 read no pixels, only
+Each labels the errors it raises with its stage. Reading holds the file to the
+configuration's ``[limits]`` (before any plane) and ``[sanity]``; the photometric stage
+holds MAGZERO and MAGZERO_ERR to ``[sanity]``. Stages 2 and 3 read no pixels, only
 the catalog and the :class:`~calibstream.frame.Frame`, so each runs on its own event.
 Pure but for reading the exposure and the reference store.
 """
@@ -24,7 +26,7 @@ from calibstream.astrometry.solve import AstrometricSolution, Matches, solve_ast
 from calibstream.config import Config
 from calibstream.detection.background import Background
 from calibstream.detection.pipeline import Measurement, measure_exposure
-from calibstream.errors import CalibstreamError, stage
+from calibstream.errors import CalibstreamError, ExpidMismatchError, stage
 from calibstream.frame import Frame, frame_of
 from calibstream.io.exposure import read_exposure
 from calibstream.io.outputs import CalibratedExposure, persisted_exposure
@@ -40,12 +42,19 @@ from calibstream.summary_image import image_summary
 from calibstream.verdicts import Partial
 
 
-def detect(uri: Path, config: Config) -> tuple[Frame, Measurement]:
+def detect(uri: Path, config: Config, expid: int | None = None) -> tuple[Frame, Measurement]:
     """The exposure's frame and deep catalog (with the pixels' summary statistics and the
-    PSF stars' shapes); its timings include the read."""
+    PSF stars' shapes); its timings include the read. ``expid``: the exposure id the file
+    must have (the event's), if given."""
     start = time.perf_counter()
     with stage("read"):
-        exposure = read_exposure(uri)
+        exposure = read_exposure(uri, config.limits, config.sanity)
+        if expid is not None and exposure.metadata.expid != expid:
+            raise ExpidMismatchError(
+                f"the file's EXPID {exposure.metadata.expid} is not the event's exposure id "
+                f"{expid}",
+                where="EXPID",
+            )
     read = time.perf_counter() - start
     with stage("detect"):
         measurement = measure_exposure(exposure, config)
@@ -118,6 +127,8 @@ def photometry(
                     fitted.frame, fitted.catalog, fitted.refs, fitted.matches, config, store,
                     cache,
                 )  # fmt: skip
+                config.sanity.check("magzero", result.magzero, "MAGZERO")
+                config.sanity.check("magzero_err", result.magzero_err, "MAGZERO_ERR")
         except CalibstreamError as exc:
             result, partial = None, partial_of(exc, "photometry")
     if result is None:

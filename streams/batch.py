@@ -7,11 +7,13 @@ service. Every exposure ends as a complete folder or as a failure summary with i
 reason; one bad exposure, whatever it raises, never stops the others. A fault of the
 machine (a read-only or full output root) is retried as the service retries it and, if
 it outlasts the retries, leaves the exposure "not calibrated" (no folder, exit 1): it
-is never recorded as the exposure's failure.
+is never recorded as the exposure's failure. The files are the user's own choice, so each
+one's event may name its own folder whatever ``[stream] input_roots`` says, and only it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -41,6 +43,7 @@ class Outcome:
 
 def calibrate_file(path: Path, ctx: Context, offset: int = 0) -> Outcome:
     """Calibrate one file and persist the result (or the failure)."""
+    ctx = confined_to(path, ctx)
     try:
         expid, key, value = characterized_exposure(path)
     except Exception as exc:  # no readable primary header: nothing to make an event of
@@ -67,6 +70,13 @@ def calibrate_file(path: Path, ctx: Context, offset: int = 0) -> Outcome:
     summary = read_summary(folder) or {}
     status = summary.get("status", "failed")
     return Outcome(path, expid, status, folder, "" if status == "ok" else summary.get("reason", ""))
+
+
+def confined_to(path: Path, ctx: Context) -> Context:
+    """``ctx`` with the inputs confined to the folder of the file the user named."""
+    folder = str(Path(path).resolve().parent)
+    settings = dataclasses.replace(ctx.settings, input_roots=(folder,))
+    return dataclasses.replace(ctx, settings=settings)
 
 
 def expid_of_unreadable(path: Path) -> int | str:

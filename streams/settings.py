@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import tempfile
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +82,20 @@ class StreamSettings:
     dashboard_require_token: bool = False
     #: Host names the dashboard answers for, besides loopback's and the address it binds.
     dashboard_hosts: tuple[str, ...] = ()
+    #: The folders whose files an event may name (a file:// URI or an absolute path, links
+    #: resolved: calibstream.io.inputs.resolve_input). Absent from a configuration file: the
+    #: working directory of the command at start (load_deployment). None (settings built in
+    #: code): no folder is imposed, only that the input be a regular file.
+    input_roots: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        roots = self.input_roots
+        if roots is None:
+            return
+        if isinstance(roots, str | os.PathLike) or not roots:
+            reason = f"[stream] input_roots: expected a list of folders, got {roots!r}"
+            raise ConfigError(reason, where="config")
+        object.__setattr__(self, "input_roots", tuple(str(Path(r).resolve()) for r in roots))
 
     @property
     def retry(self) -> RetryPolicy:
@@ -119,6 +134,7 @@ def load_deployment(path: str | os.PathLike[str] | None = None, **overrides: Any
                 data = tomllib.load(handle)
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read configuration ({exc})", where=str(path)) from exc
+    _default_input_roots(data)
     stream = data.pop("stream", {})
     if not isinstance(stream, dict):
         raise ConfigError("[stream] must be a table", where="config")
@@ -158,8 +174,21 @@ def _checked_stream(stream: dict[str, Any]) -> dict[str, Any]:
     return stream
 
 
+def _default_input_roots(data: dict[str, Any]) -> None:
+    """Without ``[stream] input_roots``, inputs are confined to the working directory."""
+    stream = data.setdefault("stream", {})
+    if isinstance(stream, dict):
+        stream.setdefault("input_roots", [str(Path.cwd().resolve())])
+
+
 def write_stream_config(path: str | os.PathLike[str], **stream: Any) -> Path:
-    """A TOML file holding these ``[stream]`` keys (None values left out: their defaults)."""
+    """A TOML file holding these ``[stream]`` keys (None values left out: their defaults).
+
+    Without ``input_roots``, the configuration it writes (the demo's, the tests', the
+    benchmarks') confines inputs to the system's temporary folder and the working directory
+    of the process writing it, where such runs keep the exposures they make."""
+    if stream.get("input_roots") is None:
+        stream["input_roots"] = [str(Path(tempfile.gettempdir()).resolve()), str(Path.cwd())]
     known = {f.name for f in dataclasses.fields(StreamSettings)}
     unknown = set(stream) - known
     if unknown:

@@ -107,8 +107,12 @@ def make_exposure(**changes) -> Exposure:
         "apcorr": ApCorrMap(
             terms=MappingProxyType(
                 {
+                    # Distinct, asymmetric coefficients about a plausible 1 ([sanity] apcorr).
                     "psf_flux": ApCorrTerm(
-                        "psf_flux", 2, np.arange(9, dtype=float).reshape(3, 3) * 1e-3 + 0.97, 0.01
+                        "psf_flux",
+                        2,
+                        np.arange(9, dtype=float).reshape(3, 3) * 1e-3 + np.diag([1.0, 0, 0]),
+                        0.01,
                     ),
                     "ap_flux_12": ApCorrTerm(
                         "ap_flux_12", 1, np.array([[0.99, 0.002], [-0.001, 0.0]]), 0.004

@@ -23,8 +23,15 @@ import sep
 from scipy import ndimage
 
 from calibstream.config import DetectionConfig
+from calibstream.errors import MeasurementError
 
 EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+#: sep's pixel stack (the pixels of the objects it is extracting at once) is sized from the
+#: image: an eighth of its pixels, at least sep's own default. sep allocates and touches it
+#: whole at ~24 bytes a pixel (3 bytes per image pixel here; all of them would cost 24 and
+#: ~1 s at 4k x 4k); an image fuller than that over the threshold is a MeasurementError.
+PIXSTACK_MIN = 300_000
+PIXSTACK_FRACTION = 8
 
 
 @dataclass(frozen=True)
@@ -145,7 +152,7 @@ def _detect_matched(
     # centre (which loses ~4% for an off-centre source): find candidates a little
     # lower, refine each peak, keep those whose refined peak reaches the threshold.
     prethreshold = config.threshold - PEAK_REFINEMENT_MARGIN
-    found, segmap = sep.extract(
+    found, segmap = _extract(
         detection, prethreshold, filter_kernel=None, **_extract_options(config)
     )
     significance = refined_peaks(detection, found["xcpeak"], found["ycpeak"])
@@ -159,7 +166,7 @@ def _detect_kernel(
     """Objects, segmentation map and peak S/N by SExtractor's scheme (a small kernel)."""
     kernel = np.asarray(config.kernel, dtype=np.float32)
     noise = _noise_args(variance)
-    found, segmap = sep.extract(
+    found, segmap = _extract(
         image,
         config.threshold,
         mask=invalid,
@@ -169,6 +176,22 @@ def _detect_kernel(
         **_extract_options(config),
     )
     return found, segmap, found["cpeak"] / _scalar_or_peak_sigma(variance, found)
+
+
+def _extract(image: np.ndarray, threshold: float, **options) -> tuple[np.ndarray, np.ndarray]:
+    """sep.extract with its pixel stack sized from ``image``; a full stack is the data's."""
+    pixstack = max(PIXSTACK_MIN, image.size // PIXSTACK_FRACTION)
+    sep.set_extract_pixstack(pixstack)
+    try:
+        return sep.extract(image, threshold, **options)
+    except Exception as exc:
+        if "pixel buffer full" not in str(exc):
+            raise
+        raise MeasurementError(
+            f"more than {pixstack:,} pixels over the detection threshold at once "
+            "(is the image background-subtracted?)",
+            where="IMAGE",
+        ) from exc
 
 
 def _families(segmap: np.ndarray, found: np.ndarray) -> np.ndarray:

@@ -8,6 +8,13 @@ frozen (read-only); nothing else copies them.
 
 The checks of the file's parts are :mod:`calibstream.io.exposure_checks`';
 the APCORR table is read and written by :mod:`calibstream.io.apcorr_table`.
+
+Before astropy parses anything, the file's raw headers are held to ``[limits]``
+(:mod:`calibstream.io.inputs`: pixels, PSF size and FWHM, header cards, HDUs, tables,
+estimated memory), so no plane is read of a file declaring more than a process may
+spend; what it says is held to ``[sanity]`` (EXPTIME, MJD-OBS, AIRMASS, boresight, the
+PSF's sum, the APCORR map over the chip). An OSError with an errno while opening (EACCES,
+EIO: an unreadable input store) is the machine's fault and is raised as it is.
 """
 
 from __future__ import annotations
@@ -24,29 +31,33 @@ from astropy.io import fits
 from astropy.utils.exceptions import AstropyUserWarning
 from astropy.wcs import WCS, FITSFixedWarning
 
+from calibstream.config_bounds import LimitsConfig, SanityConfig
 from calibstream.detection.apcorr import ApCorrMap
 from calibstream.errors import (
+    CalibstreamError,
     InvalidHduError,
     InvalidKeyError,
     InvalidPsfError,
     MissingFileError,
     MissingKeyError,
-    NotFitsError,
 )
 from calibstream.io.apcorr_table import apcorr_hdu, read_apcorr
 from calibstream.io.exposure_checks import (
+    check_apcorr,
     check_complete,
+    check_metadata,
     check_pixels,
     hdus_by_extname,
     header_key,
     image_plane,
     mask_planes,
+    open_failure,
     optional_key,
     require_hdu,
     table_column,
 )
+from calibstream.io.inputs import check_declared, declared_hdus
 
-PSF_SUM_TOLERANCE = 1e-3
 ICSRC_FLAGS = ("calib_psf_candidate", "calib_psf_used", "calib_psf_reserved")
 ICSRC_COLUMNS = ("id", "x", "y", "ra", "dec", "psf_flux", "psf_flux_err", *ICSRC_FLAGS)
 
@@ -125,34 +136,48 @@ class Exposure:
 # ---------------------------------------------------------------- reading
 
 
-def read_metadata(path: str | os.PathLike[str]) -> Metadata:
+def read_metadata(path: str | os.PathLike[str], limits: LimitsConfig | None = None) -> Metadata:
     """The metadata of an exposure file's primary header (all a submitter needs to know)."""
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"no such file: {path}", where=path.name)
     try:
+        declared_hdus(path, limits or LimitsConfig(), first_only=True)  # its cards, bounded
         header = fits.getheader(path, 0)
+    except CalibstreamError:
+        raise
     except Exception as exc:
-        raise NotFitsError(f"no readable primary header ({exc})", where=path.name) from exc
+        raise open_failure(exc, "no readable primary header", path.name) from exc
     return _read_metadata(header)
 
 
-def read_exposure(path: str | os.PathLike[str]) -> Exposure:
-    """Read and validate a characterized-exposure file."""
+def read_exposure(
+    path: str | os.PathLike[str],
+    limits: LimitsConfig | None = None,
+    sanity: SanityConfig | None = None,
+) -> Exposure:
+    """Read and validate a characterized-exposure file (``limits`` and ``sanity``: the
+    configuration's ``[limits]`` and ``[sanity]``, their defaults if None)."""
     path = Path(path)
+    limits, sanity = limits or LimitsConfig(), sanity or SanityConfig()
     if not path.is_file():
         raise MissingFileError(f"no such file: {path}", where=path.name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AstropyUserWarning)
         try:
+            declared = declared_hdus(path, limits)
             hdul = fits.open(path, memmap=True, lazy_load_hdus=False)
+        except CalibstreamError:
+            raise
         except Exception as exc:
-            raise NotFitsError(f"not a FITS file ({exc})", where=path.name) from exc
+            raise open_failure(exc, "not a FITS file", path.name) from exc
     with hdul, warnings.catch_warnings():
         warnings.simplefilter("ignore", AstropyUserWarning)
         check_complete(hdul, path)
+        check_declared(declared, limits)  # before any plane is read
         hdus = hdus_by_extname(hdul)
         metadata = _read_metadata(hdul[0].header)
+        check_metadata(metadata, sanity)
         image_hdu = require_hdu(hdus, "IMAGE")
         image = image_plane(image_hdu, "IMAGE", np.float32)
         shape = image.shape
@@ -161,8 +186,9 @@ def read_exposure(path: str | os.PathLike[str]) -> Exposure:
         variance = image_plane(require_hdu(hdus, "VARIANCE"), "VARIANCE", np.float32, shape)
         planes = mask_planes(mask_hdu.header)
         check_pixels(image, variance, mask, planes)
-        psf = _read_psf(require_hdu(hdus, "PSF"))
+        psf = _read_psf(require_hdu(hdus, "PSF"), sanity)
         apcorr = read_apcorr(require_hdu(hdus, "APCORR"), shape)
+        check_apcorr(apcorr, sanity)
         icsrc = _read_icsrc(hdus["ICSRC"]) if "ICSRC" in hdus else None
         wcs = _read_wcs(image_hdu.header)
     return Exposure(
@@ -199,8 +225,9 @@ def _read_metadata(header: fits.Header) -> Metadata:
     )
 
 
-def _read_psf(hdu) -> Psf:
-    """The PSF HDU: an odd-sized, finite image summing to 1, with PSFX, PSFY, FWHM."""
+def _read_psf(hdu, sanity: SanityConfig) -> Psf:
+    """The PSF HDU: an odd-sized, finite image summing to 1 (``[sanity] psf_sum``), with
+    PSFX, PSFY, FWHM."""
     image = image_plane(hdu, "PSF", np.float32)
     ny, nx = image.shape
     if ny % 2 == 0 or nx % 2 == 0:
@@ -208,8 +235,13 @@ def _read_psf(hdu) -> Psf:
     if not np.all(np.isfinite(image)):
         raise InvalidPsfError("PSF image has non-finite pixels", where="PSF")
     total = float(image.sum(dtype=np.float64))
-    if abs(total - 1.0) > PSF_SUM_TOLERANCE:
-        raise InvalidPsfError(f"PSF image must sum to 1, sums to {total:.6g}", where="PSF")
+    low, high = sanity.psf_sum
+    if not low <= total <= high:
+        raise InvalidPsfError(
+            f"PSF image must sum to 1, sums to {total:.6g} (outside [sanity] psf_sum "
+            f"[{low:g}, {high:g}])",
+            where="PSF",
+        )
     header = hdu.header
     fwhm = header_key(header, "FWHM", float, "PSF")
     if fwhm <= 0:

@@ -9,18 +9,32 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from astropy.io import fits
 
+from calibstream.config_bounds import SanityConfig
+from calibstream.detection.apcorr import ApCorrMap
 from calibstream.errors import (
+    CalibstreamError,
+    ExposureError,
+    ImplausibleValueError,
     InvalidHduError,
     InvalidKeyError,
     InvalidPixelsError,
+    MissingFileError,
     MissingHduError,
     MissingKeyError,
+    NotFitsError,
     TruncatedFileError,
 )
+
+if TYPE_CHECKING:
+    from calibstream.io.exposure import Metadata
+
+#: The APCORR map is checked on this many points per axis over the chip, corners included.
+APCORR_GRID = 9
 
 
 def check_complete(hdul: fits.HDUList, path: Path) -> None:
@@ -84,10 +98,19 @@ def image_plane(hdu, name: str, dtype: type, shape: tuple[int, ...] | None = Non
     """One native-endian, read-only copy of an image HDU's pixels, checked."""
     if not isinstance(hdu, (fits.ImageHDU, fits.CompImageHDU, fits.PrimaryHDU)):
         raise InvalidHduError(f"{name} must be an image HDU", where=name)
-    data = hdu.data
+    try:
+        data = hdu.data  # tile-compressed: decompressed here
+    except (MemoryError, CalibstreamError):
+        raise
+    except Exception as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise  # EIO and the like: the machine's
+        raise InvalidHduError(f"{name}'s pixels cannot be read ({exc})", where=name) from exc
     if data is None or data.ndim != 2:
         ndim = None if data is None else data.ndim
         raise InvalidHduError(f"{name} must be 2-D, got {ndim} dimensions", where=name)
+    if data.size == 0:
+        raise InvalidHduError(f"{name} has no pixels (shape {data.shape})", where=name)
     kind = np.dtype(dtype).kind
     if data.dtype.kind != kind or (kind == "f" and data.dtype.itemsize != 4):
         raise InvalidHduError(
@@ -176,3 +199,52 @@ def table_column(table, name: str, hdu: str) -> np.ndarray:
     if name not in table.columns.names:
         raise InvalidHduError(f"{hdu} table has no column {name}", where=f"{hdu}.{name}")
     return table.data[name]
+
+
+# ---------------------------------------------------------------- the input store, plausibility
+
+
+def open_failure(exc: Exception, reason: str, where: str) -> ExposureError:
+    """What a failure to open or parse a file means (call it while handling ``exc``): an
+    OSError with an errno (EACCES, EIO, ...) is the machine's (an unreadable input store)
+    and is raised again as it is, for the failure policy to retry; a vanished file is a
+    MissingFileError; anything else (astropy's own format errors carry no errno) is the
+    file's: a NotFitsError saying ``reason``."""
+    if isinstance(exc, FileNotFoundError):
+        return MissingFileError(f"no such file: {exc.filename or where}", where=where)
+    if isinstance(exc, OSError) and exc.errno is not None:
+        raise exc
+    return NotFitsError(f"{reason} ({exc})", where=where)
+
+
+def check_metadata(metadata: Metadata, sanity: SanityConfig) -> None:
+    """EXPTIME, MJD-OBS and the optional AIRMASS, BORE-RA, BORE-DEC inside ``[sanity]``."""
+    sanity.check("exptime", metadata.exptime, "EXPTIME")
+    sanity.check("mjd_obs", metadata.mjd_obs, "MJD-OBS")
+    for name, value, key in (
+        ("airmass", metadata.airmass, "AIRMASS"),
+        ("boresight_ra", metadata.bore_ra, "BORE-RA"),
+        ("boresight_dec", metadata.bore_dec, "BORE-DEC"),
+    ):
+        if value is not None:
+            sanity.check(name, value, key)
+
+
+def check_apcorr(apcorr: ApCorrMap, sanity: SanityConfig) -> None:
+    """Every aperture correction, on a coarse grid over the chip, inside ``[sanity] apcorr``."""
+    low, high = sanity.apcorr
+    x = np.linspace(0.0, apcorr.width - 1.0, APCORR_GRID)
+    y = np.linspace(0.0, apcorr.height - 1.0, APCORR_GRID)
+    gx, gy = np.meshgrid(x, y)
+    for name in apcorr.terms:
+        with np.errstate(all="ignore"):
+            values = apcorr.evaluate(name, gx, gy)
+        bad = np.flatnonzero(~((values >= low) & (values <= high)))
+        if bad.size:
+            i = bad[np.argmax(np.abs(np.nan_to_num(values.flat[bad], nan=np.inf) - 1.0))]
+            raise ImplausibleValueError(
+                f"APCORR {name} = {values.flat[i]:.6g} at (x, y) = ({gx.flat[i]:g}, "
+                f"{gy.flat[i]:g}), outside its plausible range [{low:g}, {high:g}] "
+                "([sanity] apcorr)",
+                where=f"APCORR.{name}",
+            )
