@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import numbers
 import os
+import stat
 import tempfile
 import zlib
 from collections.abc import Iterable, Mapping
@@ -275,6 +276,13 @@ def read_claim(uri: str, sha256: str, length: int) -> bytes:
     """The bytes of a claim file, checked against the length and SHA-256 its event names
     (:class:`ClaimError` when they differ; an unreadable file raises its OSError)."""
     path = claim_path(uri)
+    # Only a claim file is opened: named by its digest in a claims folder, a regular file of
+    # the length the event names (never a device, a FIFO or any other file an event names).
+    if path.name != f"{sha256}.bin" or path.parent.name != "claims":
+        raise ClaimError("not a claim file's name", where=uri)
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode) or info.st_size != length:
+        raise ClaimError(f"not a claim file of {length} bytes", where=uri)
     data = path.read_bytes()
     if len(data) != length:
         raise ClaimError(f"{len(data)} bytes, the event names {length}", where=str(path))

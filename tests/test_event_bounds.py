@@ -306,3 +306,23 @@ def test_a_worker_stops_on_topics_that_disagree(broker, tmp_path, capsys):
     assert cli_main(["worker", "--config", str(conf)]) == 2
     [line] = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("calibstream: topic ") and "1048588 is below" in line
+
+
+def test_an_event_can_name_only_a_claim_file(tmp_path):
+    """A claim URI is opened only when it names a regular file ``claims/<sha256>.bin`` of
+    the length the event gives: never a device, a FIFO or another file."""
+    from streams.wire import read_claim, write_claim
+
+    uri, digest = write_claim(tmp_path, b"columns")
+    assert read_claim(uri, digest, 7) == b"columns"
+    secret = tmp_path / "secret.txt"
+    secret.write_text("columns")
+    real = hashlib.sha256(b"columns").hexdigest()
+    for bad_uri, sha, length in (
+        ("file:///dev/zero", real, 7),
+        (f"file://{secret}", real, 7),
+        ("/etc/passwd", real, 7),
+        (uri, real, 10**12),  # a length the file does not have: not read at all
+    ):
+        with pytest.raises(ClaimError):
+            read_claim(bad_uri, sha, length)
