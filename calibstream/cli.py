@@ -40,14 +40,33 @@ def _measure(args: argparse.Namespace) -> int:
 def _ingest(args: argparse.Namespace) -> int:
     from calibstream.astrometry.refcat import ingest_refcat
 
-    report = ingest_refcat([Path(p) for p in args.catalogs], Path(args.out), nside=args.nside)
+    report = ingest_refcat(
+        [Path(p) for p in args.catalogs],
+        Path(args.out),
+        nside=args.nside,
+        form=args.format,
+        name=args.name,
+    )
+    for source in report.sources:
+        how = "as given" if args.format else "recognised"
+        print(f"{source.path}: {_FORM_WORDS.get(source.form, source.form)}, {how}")
     print(
         f"{report.rows} rows from {len(report.sources)} file(s) -> {report.shards} shards "
-        f"(nside {report.nside}, bands {', '.join(report.bands) or 'none'}) in {report.store}, "
+        f"(nside {report.nside}, bands {', '.join(report.bands) or 'none'}) in {report.store} "
+        f"named {report.name!r}, "
         f"{report.seconds:.1f} s"
     )
     return 0
 
+
+_FORM_WORDS = {
+    "contract": "the contract's columns (contract)",
+    "gaia-dr3": "Gaia DR3's columns (gaia-dr3)",
+    "lsst": "an LSST stack refcat's columns (lsst)",
+    "hats:contract": "a HATS catalogue (hats) with the contract's columns",
+    "hats:gaia-dr3": "a HATS catalogue (hats) with Gaia DR3's columns",
+    "hats:lsst": "a HATS catalogue (hats) with an LSST stack refcat's columns",
+}
 
 #: Exit codes: a usage or input error (argparse's own is 2 too), a runtime failure.
 USAGE, RUNTIME = 2, 1
@@ -139,9 +158,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="TOML configuration file")
     p.set_defaults(func=_measure)
 
-    p = sub.add_parser("ingest-refcat", help="shard reference catalogs (FITS, Parquet, CSV)")
-    p.add_argument("catalogs", nargs="+")
+    p = sub.add_parser(
+        "ingest-refcat",
+        help="shard reference catalogs (FITS, Parquet, CSV; contract, Gaia DR3, LSST, HATS)",
+    )
+    p.add_argument("catalogs", nargs="+", help="tables, LSST refcat folders or HATS catalogues")
     p.add_argument("--out", required=True, help="the store folder")
+    p.add_argument(
+        "--format",
+        choices=("contract", "gaia-dr3", "lsst", "hats"),
+        default=None,
+        help="the inputs' form (default: recognised by their columns, and said)",
+    )
+    p.add_argument(
+        "--name", default=None, help="the catalogue's name, for colour terms (default: --out's)"
+    )
     p.add_argument(
         "--nside", type=power_of_two, default=32, help="HEALPix nside of the shards (a power of 2)"
     )

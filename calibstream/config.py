@@ -247,6 +247,12 @@ class Config:
     #: Instrument band -> colour term; a ``[colorterms.<band>]`` table replaces
     #: the keys it gives of that band (a new band must give primary and secondary).
     colorterms: Mapping[str, ColorTerm] = field(default_factory=lambda: DEFAULT_COLORTERMS)
+    #: Reference catalogue (its name, or a glob of names) -> band -> colour term, from
+    #: ``[colorterms.<catalogue>.<band>]`` tables (:mod:`calibstream.colorterms`); a
+    #: catalogue none names uses ``colorterms`` above.
+    colorterm_libraries: Mapping[str, Mapping[str, ColorTerm]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     sanity: SanityConfig = field(default_factory=SanityConfig)
     #: Band -> its nominal observation (effTime, the image verdicts); a
@@ -269,7 +275,11 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:
-    return _build(Config, data, "")
+    from calibstream.colorterms import FIELD, split_libraries
+
+    data, libraries = split_libraries(data)
+    config = _build(Config, data, "")
+    return dataclasses.replace(config, **{FIELD: libraries}) if libraries else config
 
 
 def _build(cls: type, data: dict[str, Any], prefix: str):

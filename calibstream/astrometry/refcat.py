@@ -28,10 +28,13 @@ import numpy as np
 from astropy import units as u
 
 from calibstream.astrometry.propermotion import grow_errors, julian_year, propagate_positions
+from calibstream.astrometry.refcat_hats import is_hats, open_catalog
+from calibstream.astrometry.refcat_hats import load_columns as load_hats_columns
 from calibstream.astrometry.refcat_ingest import ingest_refcat
 from calibstream.astrometry.refcat_store import (
     BASE_COLUMNS,
     FILL,
+    MANIFEST,
     IngestReport,
     SourceReport,
     bands_of,
@@ -54,6 +57,7 @@ __all__ = [
     "load_refcat",
     "propagate_to_epoch",
     "shards_overlapping",
+    "store_name",
 ]
 
 CACHE_PREFIX = "calibstream:refcat:"
@@ -100,13 +104,16 @@ class RefCatalog:
     bands: Mapping[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # mag, err
     columns: tuple[str, ...] = ()
     stats: LoadStats | None = None
+    #: The reference catalogue's name (its store's, :func:`store_name`): colour terms are
+    #: chosen by it (``[colorterms.<name>.<band>]``).
+    name: str = ""
 
     def __len__(self) -> int:
         return len(self.id)
 
     @classmethod
     def from_columns(
-        cls, columns: Mapping[str, np.ndarray], *, stats: LoadStats | None = None
+        cls, columns: Mapping[str, np.ndarray], *, stats: LoadStats | None = None, name: str = ""
     ) -> RefCatalog:
         """From contract-named columns (``id``, ``ra``, ``g_mag``…); absent ones filled."""
         if "id" not in columns:
@@ -126,6 +133,7 @@ class RefCatalog:
             bands=bands,
             columns=tuple(columns),
             stats=stats,
+            name=name,
         )
 
     def take(self, index: np.ndarray) -> RefCatalog:
@@ -170,6 +178,11 @@ def load_refcat(
     if not (np.isfinite(radius_deg) and radius_deg >= 0.0):
         raise RefcatError(f"bad circle radius {radius_deg}", where="radius_deg")
     store = Path(store)
+    if not (store / MANIFEST).exists() and is_hats(store):  # a HATS catalogue, in place
+        columns, stats, name = load_hats_columns(
+            store, center_ra, center_dec, radius_deg, shard_cache
+        )
+        return RefCatalog.from_columns(columns, stats=LoadStats(**stats), name=name)
     for attempt in range(2):
         manifest = read_manifest(store)
         try:
@@ -206,7 +219,20 @@ def _load(store, manifest, ra, dec, radius, cache) -> RefCatalog:
         cache_misses=state.misses,
         cache_errors=state.errors,
     )
-    return RefCatalog.from_columns(merged, stats=stats)
+    return RefCatalog.from_columns(merged, stats=stats, name=manifest_name(store, manifest))
+
+
+def manifest_name(store: Path, manifest: Mapping) -> str:
+    """A store's name: the manifest's (``ingest-refcat --name``), else its folder's."""
+    return str(manifest.get("name") or Path(store).resolve().name)
+
+
+def store_name(store: Path) -> str:
+    """The name of the reference catalogue at ``store`` (a store or a HATS catalogue)."""
+    store = Path(store)
+    if not (store / MANIFEST).exists() and is_hats(store):
+        return open_catalog(store).name
+    return manifest_name(store, read_manifest(store))
 
 
 def shards_overlapping(manifest: dict, ra: float, dec: float, radius: float) -> list[int]:

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 from astropy import units as u
 
-from calibstream.astrometry.refcat_inputs import check_unique, load_input
+from calibstream.astrometry.refcat_hats import is_hats, read_catalog_raw
+from calibstream.astrometry.refcat_inputs import check_unique, load_catalog, validate_raw
 from calibstream.astrometry.refcat_store import (
     FILL,
     FORMAT,
@@ -41,13 +42,25 @@ from calibstream.errors import RefcatError
 from calibstream.io.fitsio import atomic_write_bytes
 
 
-def ingest_refcat(paths: Sequence[Path], store: Path, nside: int = 32) -> IngestReport:
+def ingest_refcat(
+    paths: Sequence[Path],
+    store: Path,
+    nside: int = 32,
+    *,
+    form: str | None = None,
+    name: str | None = None,
+) -> IngestReport:
     """Validate the input tables and write them as one sharded store at ``store``.
 
     The store holds exactly these inputs afterwards (an existing store there is
     replaced, atomically). Several files make one catalog: their columns are
     united (a column a file lacks is NaN for its rows, proper motions 0) and
-    ids must be unique across all of them.
+    ids must be unique across all of them. ``form``: ``contract``, ``gaia-dr3``,
+    ``lsst`` (:mod:`.refcat_formats`) or ``hats`` (every input a HATS catalogue, its
+    columns told by their names); None: each input's told by its columns. A folder is a
+    HATS catalogue, or else stands for the FITS, Parquet and CSV files in it (an LSST
+    HTM refcat: one file per trixel). ``name``: the store's name (colour terms are keyed
+    by it); None: the store folder's name.
     """
     start = time.perf_counter()
     hp = healpix(nside)
@@ -55,7 +68,7 @@ def ingest_refcat(paths: Sequence[Path], store: Path, nside: int = 32) -> Ingest
     paths = [Path(p) for p in paths]
     if not paths:
         raise RefcatError("no input files given", where=str(store))
-    merged, present, sources = _read_inputs(paths)
+    merged, present, sources = _read_inputs(paths, form)
     pixels = hp.lonlat_to_healpix(merged["ra"] * u.deg, merged["dec"] * u.deg).astype(np.int64)
     shards = shard_catalog(merged, present, pixels, nside)  # pass 1: every shard's hash
     units = {c: store_unit(c) for c in present}
@@ -68,6 +81,8 @@ def ingest_refcat(paths: Sequence[Path], store: Path, nside: int = 32) -> Ingest
         _write_shard_dir(shards, store, shard_dir)
     n_rows = int(shards.records.size)
     manifest = _manifest(nside, shard_dir, present, units, n_rows, sources, shards.entries)
+    if name:  # else the store is named by its folder (the same bytes wherever it is)
+        manifest["name"] = name
     atomic_write_bytes((json.dumps(manifest, indent=1) + "\n").encode(), store / MANIFEST)
     _remove_leftovers(store, keep=shard_dir, prefixes=("shards-",))
     return IngestReport(
@@ -81,18 +96,25 @@ def ingest_refcat(paths: Sequence[Path], store: Path, nside: int = 32) -> Ingest
         bands=tuple(bands_of(present)),
         sources=tuple(sources),
         seconds=time.perf_counter() - start,
+        name=name or store.resolve().name,
     )
 
 
 def _read_inputs(
-    paths: list[Path],
+    paths: list[Path], form: str | None = None
 ) -> tuple[dict[str, np.ndarray], list[str], list[SourceReport]]:
     """The inputs validated and merged into one table, its columns in order, and their reports."""
     tables, sources, origins = [], [], []
-    for path in paths:
-        columns, ignored = load_input(path)
+    for path in expand_inputs(paths, form):
+        if is_hats(path):
+            raw, found, catalog = read_catalog_raw(path, None if form == "hats" else form)
+            columns, ignored, found = validate_raw(Path(path.name), raw, found)
+            found, digest = f"hats:{found}", _sha256_tree(catalog.root)
+        else:
+            columns, ignored, found = load_catalog(path, form)
+            digest = _sha256_file(path)
         tables.append(columns)
-        sources.append(SourceReport(path, len(columns["id"]), _sha256_file(path), tuple(ignored)))
+        sources.append(SourceReport(path, len(columns["id"]), digest, tuple(ignored), found))
         origins.append(path.name)
     present = canonical_order(set().union(*(t.keys() for t in tables)))
     merged = _merge(tables, present)
@@ -100,6 +122,40 @@ def _read_inputs(
         file_of = np.repeat(np.arange(len(tables)), [len(t["id"]) for t in tables])
         _check_unique_across(merged["id"], file_of, origins)
     return merged, present, sources
+
+
+#: What a folder that is not a HATS catalogue stands for: the tables in it.
+_TABLES = ("*.fits", "*.fits.gz", "*.fit", "*.parquet", "*.csv", "*.csv.gz", "*.ecsv")
+
+
+def expand_inputs(paths: list[Path], form: str | None = None) -> list[Path]:
+    """The inputs, a folder that is not a HATS catalogue replaced by the tables under it
+    (sorted); ``form`` ``hats``: every input must be a HATS catalogue."""
+    out = []
+    for path in paths:
+        if form == "hats" and not is_hats(path):
+            raise RefcatError(
+                "not a HATS catalogue (no properties, partition_info.csv or "
+                "dataset/Norder=*/Dir=*/Npix=*)",
+                where=str(path),
+            )
+        if path.is_dir() and not is_hats(path):
+            found = sorted({p for pattern in _TABLES for p in path.rglob(pattern)})
+            if not found:
+                raise RefcatError("a folder with no FITS, Parquet or CSV tables", where=str(path))
+            out += found
+        else:
+            out.append(path)
+    return out
+
+
+def _sha256_tree(root: Path) -> str:
+    """A digest of a catalogue folder: its files' names, sizes and modification times."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(root)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
 
 
 def _shard_dir_name(
@@ -153,6 +209,7 @@ def _manifest(
                 "rows": s.rows,
                 "sha256": s.sha256,
                 "ignored_columns": list(s.ignored_columns),
+                "form": s.form,
             }
             for s in sources
         ],

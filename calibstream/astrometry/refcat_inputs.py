@@ -11,12 +11,12 @@ column model is :mod:`calibstream.astrometry.refcat_store`'s.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from astropy import units as u
 
+from calibstream.astrometry.refcat_formats import Raw, detect_form, to_contract
 from calibstream.astrometry.refcat_store import PM_COLUMNS, REQUIRED_COLUMNS, column_kind
 from calibstream.errors import RefcatError
 
@@ -50,17 +50,26 @@ def load_input(path: Path) -> tuple[dict[str, np.ndarray], list[str]]:
     return _validate(path, _read_input(path))
 
 
+def load_catalog(
+    path: Path, form: str | None = None
+) -> tuple[dict[str, np.ndarray], list[str], str]:
+    """One input file in any of the forms (:mod:`.refcat_formats`; ``form`` None: told by
+    its columns) as the contract's columns, the names ignored, and the form."""
+    return validate_raw(path, _read_input(path), form)
+
+
+def validate_raw(
+    path: Path, raw: Raw, form: str | None = None
+) -> tuple[dict[str, np.ndarray], list[str], str]:
+    """``raw`` (read from ``path``) converted from its form and validated."""
+    found = form or detect_form(raw.values, path.name)
+    return (*_validate(path, to_contract(raw, found, path.name)), found)
+
+
 # --------------------------------------------------------------------------- reading inputs
 
 
-@dataclass
-class _Raw:
-    """One input table as plain arrays, names lower-cased, before validation."""
-
-    values: dict[str, np.ndarray]
-    units: dict[str, str | None]
-    nulls: dict[str, np.ndarray | None]  # bool mask of missing values, or None
-    rows: int
+_Raw = Raw  # one input table as plain arrays, names lower-cased, before validation
 
 
 def _format_of(path: Path) -> str:
@@ -99,8 +108,8 @@ def _read_astropy(path: Path, fmt: str) -> _Raw:
         key = _lower(path, name, values)
         data = np.ma.getdata(col)
         mask = np.ma.getmaskarray(col) if np.ma.is_masked(col) else None
-        if data.ndim != 1:
-            raise RefcatError(f"column {name!r} is not scalar per row", where=f"{path.name}:{key}")
+        if data.ndim != 1:  # e.g. the stack's packed flags: unusable, named if needed
+            data, mask = _not_scalar(len(table)), None
         values[key] = np.asarray(data)
         units[key] = None if col.unit is None else col.unit.to_string()
         nulls[key] = mask
@@ -108,25 +117,38 @@ def _read_astropy(path: Path, fmt: str) -> _Raw:
 
 
 def _read_arrow(path: Path, fmt: str) -> _Raw:
-    import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
     table = pq.read_table(path) if fmt == "parquet" else pacsv.read_csv(path)
+    return raw_from_arrow(table, path)
+
+
+def raw_from_arrow(table, path: Path) -> Raw:
+    """An Arrow table's scalar columns as a :class:`Raw` (units from its metadata)."""
+    import pyarrow as pa
+
     units = _arrow_units(table.schema)
     values, nulls, out_units = {}, {}, {}
     for name in table.column_names:
         key = _lower(path, name, values)
         column = table.column(name)
-        if pa.types.is_nested(column.type):
-            raise RefcatError(f"column {name!r} is not scalar per row", where=f"{path.name}:{key}")
         mask = None
-        if column.null_count:
-            mask = column.is_null().to_numpy(zero_copy_only=False)
-        values[key] = column.to_numpy()
+        if pa.types.is_nested(column.type):
+            values[key] = _not_scalar(table.num_rows)
+        else:
+            if column.null_count:
+                mask = column.is_null().to_numpy(zero_copy_only=False)
+            values[key] = column.to_numpy()
         out_units[key] = units.get(name)
         nulls[key] = mask
     return _Raw(values, out_units, nulls, table.num_rows)
+
+
+def _not_scalar(rows: int) -> np.ndarray:
+    """What stands for a column that is not one number per row: a contract column like that
+    is refused as not numeric (dtype object); any other is ignored."""
+    return np.full(rows, None, dtype=object)
 
 
 def _arrow_units(schema) -> dict[str, str]:

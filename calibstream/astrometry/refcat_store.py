@@ -90,6 +90,7 @@ class SourceReport:
     rows: int
     sha256: str
     ignored_columns: tuple[str, ...]  # columns the contract does not know, not stored
+    form: str = "contract"  # the columns' form (refcat_formats.FORMS), "hats:<form>" for HATS
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,7 @@ class IngestReport:
     bands: tuple[str, ...]
     sources: tuple[SourceReport, ...]
     seconds: float
+    name: str = ""  # the catalogue's name, which colour terms are keyed by
 
 
 # --------------------------------------------------------------------------- columns

@@ -22,6 +22,7 @@ from calibstream.astrometry.refcat import (
     load_refcat,
     propagate_to_epoch,
 )
+from calibstream.colorterms import colorterm_for
 from calibstream.config import Config
 from calibstream.errors import CalibrationError
 from calibstream.frame import Frame
@@ -105,7 +106,7 @@ def fit_sources(
     rows = np.flatnonzero(good)
     ref_err = np.hypot(np.nan_to_num(refs.ra_err, nan=10.0), np.nan_to_num(refs.dec_err, nan=10.0))
     # Pattern matching ranks references by brightness in the exposure's band where known.
-    term = config.colorterms.get(frame.metadata.band)
+    term = colorterm_for(config, frame.metadata.band, refs.name)
     ref_brightness = None
     if term is not None and term.primary in refs.bands:
         ref_brightness = -np.nan_to_num(refs.bands[term.primary][0], nan=99.0)

@@ -10,6 +10,7 @@ import numpy as np
 
 from calibstream.astrometry.refcat import RefCatalog, ShardCache
 from calibstream.astrometry.solve import Matches, load_references, match_to_references
+from calibstream.colorterms import required_colorterm
 from calibstream.config import Config
 from calibstream.errors import CalibrationError
 from calibstream.frame import Frame
@@ -57,11 +58,7 @@ def fit_photometry(
 ) -> PhotoCalResult:
     """Zero-point from matched clean stars; adds calibrated magnitudes and flags to ``catalog``."""
     meta = frame.metadata
-    if meta.band not in config.colorterms:
-        raise CalibrationError(
-            f"no colour term configured for band {meta.band!r}", where="colorterms"
-        )
-    colorterm = config.colorterms[meta.band]
+    colorterm = required_colorterm(config, meta.band, refs.name)  # by catalogue and band
     for band in (colorterm.primary, colorterm.secondary):
         if band not in refs.bands:
             raise CalibrationError(
