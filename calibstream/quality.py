@@ -111,13 +111,13 @@ def distortion_grid(header: fits.Header, width: int, height: int, n: int = 9) ->
 
 
 def psf_whiskers(src: Mapping[str, np.ndarray], header: Mapping) -> dict:
-    """The PSF stars (``calib_psf_used``, adaptive moments measured) over the chip: each
+    """The PSF stars (``calib_psf_used``, ``adaptive_*`` moments measured) over the chip: each
     one's ellipticity e1 = (xx-yy)/(xx+yy), e2 = 2xy/(xx+yy), the PSF model's (the header's
     PSFIXX, PSFIYY, PSFIXY) and star minus model (what psfStarDeltaE1/E2 summarise)."""
-    if "shape_xx" not in src:
+    if "adaptive_xx" not in src:
         return {"available": False, "reason": "src.fits has no PSF-star shapes"}
-    chosen = np.asarray(src["calib_psf_used"], bool) & ~np.asarray(src["shape_flag"], bool)
-    xx, yy, xy = (np.asarray(src[f"shape_{k}"], float)[chosen] for k in ("xx", "yy", "xy"))
+    chosen = np.asarray(src["calib_psf_used"], bool) & ~np.asarray(src["adaptive_flag"], bool)
+    xx, yy, xy = (np.asarray(src[f"adaptive_{k}"], float)[chosen] for k in ("xx", "yy", "xy"))
     e1, e2 = (xx - yy) / (xx + yy), 2.0 * xy / (xx + yy)
     model = [header.get(k) for k in ("PSFIXX", "PSFIYY", "PSFIXY")]
     psf_e1 = psf_e2 = 0.0

@@ -4,7 +4,8 @@
   ``psfIyy``, ``psfIxy`` (px²) and ``psfArea`` = (Σ p)² / Σ p² (SRD Eq. 1), as Rubin's
   ``update_psf_stats``. The contract's PSF is one image for the whole chip.
 * The PSF stars: adaptive moments of the sources characterization flagged as PSF stars
-  (``shape_xx``, ``shape_yy``, ``shape_xy``, ``shape_flag`` columns), and Rubin's residuals
+  (``adaptive_xx``, ``adaptive_yy``, ``adaptive_xy``, ``adaptive_flag`` columns, beside
+  the isophotal ``shape_*`` of every source), and Rubin's residuals
   against the model: the median and the MAD scatter of star e1, e2 and trace radius minus
   the PSF's, over the ``calib_psf_used`` stars with a PSF-flux S/N of 50 to 1000.
 * The sky. The input arrives with its background subtracted, so the sky is read off the
@@ -68,10 +69,10 @@ def image_summary(
 def star_shapes(
     image: np.ndarray, exposure: Exposure, catalog: dict[str, np.ndarray], psf_sigma: float
 ) -> dict[str, np.ndarray]:
-    """Adaptive moments of the PSF candidates (``shape_*`` columns; NaN and ``shape_flag``
+    """Adaptive moments of the PSF candidates (``adaptive_*`` columns; NaN and ``adaptive_flag``
     for every other source, and where the iteration failed)."""
     n = len(catalog["id"])
-    columns = {name: np.full(n, np.nan) for name in ("shape_xx", "shape_yy", "shape_xy")}
+    columns = {name: np.full(n, np.nan) for name in ("adaptive_xx", "adaptive_yy", "adaptive_xy")}
     flag = np.ones(n, dtype=bool)
     chosen = np.zeros(n, dtype=bool)
     for name in SHAPE_SOURCES:
@@ -91,11 +92,11 @@ def star_shapes(
         masked = (exposure.mask[r, c] & exposure.bits(*SHAPE_MASK_PLANES)) != 0
         stamps = np.where(inside & ~masked, image[r, c], 0.0)
         moments = adaptive_moments(stamps, inside & ~masked, sigma0=psf_sigma)
-        columns["shape_xx"][rows] = moments.xx
-        columns["shape_yy"][rows] = moments.yy
-        columns["shape_xy"][rows] = moments.xy
+        columns["adaptive_xx"][rows] = moments.xx
+        columns["adaptive_yy"][rows] = moments.yy
+        columns["adaptive_xy"][rows] = moments.xy
         flag[rows] = moments.failed
-    return {**columns, "shape_flag": flag}
+    return {**columns, "adaptive_flag": flag}
 
 
 def psf_star_residuals(
@@ -105,14 +106,14 @@ def psf_star_residuals(
     used = catalog.get("calib_psf_used", np.zeros(len(catalog["id"]), dtype=bool))
     with np.errstate(divide="ignore", invalid="ignore"):
         snr = catalog["psf_flux"] / catalog["psf_flux_err"]
-    good = used & ~catalog["shape_flag"] & (snr >= config.psf_star_min_snr)
+    good = used & ~catalog["adaptive_flag"] & (snr >= config.psf_star_min_snr)
     good &= snr <= config.psf_star_max_snr
     if "flag_psf_flux" in catalog:
         good &= ~catalog["flag_psf_flux"]
     result: dict[str, float | int | None] = {"nPsfStar": int(np.count_nonzero(used))}
     if not good.any():
         return result
-    xx, yy, xy = (catalog[f"shape_{k}"][good] for k in ("xx", "yy", "xy"))
+    xx, yy, xy = (catalog[f"adaptive_{k}"][good] for k in ("xx", "yy", "xy"))
     star_e1, star_e2 = (xx - yy) / (xx + yy), 2.0 * xy / (xx + yy)
     star_size = np.sqrt((xx + yy) / 2.0)
     for name, delta in (

@@ -82,9 +82,10 @@ def test_psf_sigma_is_within_two_percent_of_the_true_psf(fwhm):
     assert abs(stats.psfSigma / true - 1) < 0.02
     assert abs(stats.psfIxx / true**2 - 1) < 0.04 and abs(stats.psfIxy) < 1e-6
     # the PSF stars' own pixels: their adaptive sizes and shapes agree with the model's
-    used = measurement.catalog["calib_psf_used"] & ~shapes["shape_flag"]
+    used = measurement.catalog["calib_psf_used"] & ~shapes["adaptive_flag"]
     assert stats.nPsfStar == int(measurement.catalog["calib_psf_used"].sum()) >= 20
-    det = np.sqrt(np.sqrt(shapes["shape_xx"] * shapes["shape_yy"] - shapes["shape_xy"] ** 2))
+    xx, yy, xy = (shapes[f"adaptive_{k}"] for k in ("xx", "yy", "xy"))
+    det = np.sqrt(np.sqrt(xx * yy - xy**2))
     star_sigma = float(np.median(det[used]))
     print(f"median PSF-star sigma {star_sigma:.4f} px over {used.sum()} stars")
     assert abs(star_sigma / true - 1) < 0.02
