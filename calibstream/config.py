@@ -237,6 +237,15 @@ class CalibrationConfig:
 
 
 @dataclass(frozen=True)
+class OutputsConfig:
+    """What the sink writes beyond the contract's minimum (:mod:`calibstream.io.calexp`)."""
+
+    #: calexp.fits with IMAGE, MASK and VARIANCE (read again from the input the event
+    #: names), the fitted WCS in each header; false: the header only.
+    pixels: bool = False
+
+
+@dataclass(frozen=True)
 class Config:
     background: BackgroundConfig = field(default_factory=BackgroundConfig)
     detection: DetectionConfig = field(default_factory=DetectionConfig)
@@ -253,6 +262,7 @@ class Config:
     colorterm_libraries: Mapping[str, Mapping[str, ColorTerm]] = field(
         default_factory=lambda: MappingProxyType({})
     )
+    outputs: OutputsConfig = field(default_factory=OutputsConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     sanity: SanityConfig = field(default_factory=SanityConfig)
     #: Band -> its nominal observation (effTime, the image verdicts); a

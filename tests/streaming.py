@@ -24,7 +24,15 @@ from streams.codec import decode
 from streams.kafka_admin import topic_partitions
 from streams.settings import write_stream_config as write_config  # noqa: F401 (for the tests)
 
-OUTPUT_FILES = ("calexp.fits", "src.fits", "matches.fits", "background.fits", "summary.json")
+OUTPUT_FILES = (
+    "calexp.fits",
+    "src.fits",
+    "src.parquet",
+    "matches.fits",
+    "matches.parquet",
+    "background.fits",
+    "summary.json",
+)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,15 @@ from calibstream.io.outputs import publish_folder
 from calibstream.simulate.truth import read_truth
 from streams.cli import main
 
-OUTPUT_FILES = {"calexp.fits", "src.fits", "matches.fits", "background.fits", "summary.json"}
+OUTPUT_FILES = {
+    "calexp.fits",
+    "src.fits",
+    "src.parquet",
+    "matches.fits",
+    "matches.parquet",
+    "background.fits",
+    "summary.json",
+}
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +86,7 @@ def test_failures_write_only_a_summary_with_a_readable_reason(calibrated):
     _, _, out, _ = calibrated
     # a field without reference stars: a partial calibration, its catalogue kept
     far = out / "exposures" / "999"
-    assert {p.name for p in far.iterdir()} == OUTPUT_FILES - {"matches.fits"}
+    assert {p.name for p in far.iterdir()} == OUTPUT_FILES - {"matches.fits", "matches.parquet"}
     summary = json.loads((far / "summary.json").read_text())
     assert summary["status"] == "partial" and summary["stage"] == "astrometry"
     assert "no reference stars" in summary["reason"]

@@ -1,7 +1,7 @@
 """The persisted outputs of ``shared/contracts/outputs.md``, one folder per exposure.
 
-``<root>/exposures/<EXPID>/`` holds calexp.fits, src.fits, matches.fits,
-background.fits and summary.json, or only summary.json for a failure. A folder
+``<root>/exposures/<EXPID>/`` holds calexp.fits, src.fits and src.parquet, matches.fits and
+matches.parquet, background.fits and summary.json, or only summary.json for a failure. A folder
 is built beside its destination and swapped in with renames, so it is
 complete or absent; nothing time-dependent is written, so the same inputs give
 the same bytes.
@@ -32,8 +32,11 @@ from calibstream.config import Config
 from calibstream.detection.background import Background
 from calibstream.detection.pipeline import background_hdul, metadata_cards
 from calibstream.frame import Frame
+from calibstream.io.calexp import CalexpPixels, calexp_hdul
+from calibstream.io.columns import described_table_hdu
 from calibstream.io.exposure import Metadata
-from calibstream.io.fitsio import DIR_MODE, FILE_MODE, hdulist_bytes, table_hdu, umask
+from calibstream.io.fitsio import DIR_MODE, FILE_MODE, hdulist_bytes, umask
+from calibstream.io.parquet import parquet_bytes
 from calibstream.photometry.photocal import PhotoCalResult
 from calibstream.summary_stats import SummaryStats
 from calibstream.verdicts import CALIBRATED, OK, Partial, flagged
@@ -68,6 +71,8 @@ class CalibratedExposure:
     reserved_rms: float | None
     #: Summary statistics, verdicts, status (None: not assessed yet, see :func:`assessed`).
     assessment: Assessment | None = None
+    #: calexp.fits's IMAGE, MASK and VARIANCE (None: the header only; ``[outputs] pixels``).
+    pixels: CalexpPixels | None = None
 
 
 def persisted_exposure(
@@ -228,8 +233,9 @@ def output_files(persisted: CalibratedExposure) -> dict[str, bytes]:
         return fits.HDUList([primary, *hdus])
 
     files = {
-        "calexp.fits": hdulist_bytes(fits.HDUList([fits.PrimaryHDU(header=persisted.header)])),
-        "src.fits": hdulist_bytes(with_primary(table_hdu(persisted.catalog, "SRC"))),
+        "calexp.fits": hdulist_bytes(calexp_hdul(persisted.header, persisted.pixels)),
+        "src.fits": hdulist_bytes(with_primary(described_table_hdu(persisted.catalog, "SRC"))),
+        "src.parquet": parquet_bytes(persisted.catalog),
         "matches.fits": b"",
         "background.fits": hdulist_bytes(background_hdul(persisted.metadata, persisted.background)),
         SUMMARY: _json_bytes(summary_of(persisted)),
@@ -237,7 +243,9 @@ def output_files(persisted: CalibratedExposure) -> dict[str, bytes]:
     if persisted.matches is None:  # astrometry did not fit: nothing was matched
         del files["matches.fits"]
     else:
-        files["matches.fits"] = hdulist_bytes(with_primary(table_hdu(persisted.matches, "MATCHES")))
+        matches = with_primary(described_table_hdu(persisted.matches, "MATCHES"))
+        files["matches.fits"] = hdulist_bytes(matches)
+        files["matches.parquet"] = parquet_bytes(persisted.matches)
     return files
 
 

@@ -1,0 +1,67 @@
+"""Output tables as Parquet (``src.parquet``, ``matches.parquet``), byte-identical on rerun.
+
+The same rows and columns as the FITS table beside it (booleans as booleans, integers and
+floats at their widths), each field's metadata carrying its ``unit`` and ``description``
+(:mod:`calibstream.io.columns`), and the schema's metadata astropy's ``table_meta_yaml``, so
+``astropy.table.Table.read("src.parquet")`` gives units and descriptions back; pandas,
+pyarrow, DuckDB and Spark read it as it is.
+
+Deterministic bytes: one row group, fixed codec (zstd, level 3), no dictionary encoding
+(its fallback depends on page sizes), statistics written, no pandas metadata and no time
+anywhere. What a Parquet writer embeds of itself is the footer's ``created_by``
+(``parquet-cpp-arrow version X``): the same bytes for the same pyarrow, as
+``requirements.lock`` pins it (a FITS file's ``CSVERS`` card names calibstream's version
+the same way).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from calibstream.io.columns import describe
+
+COMPRESSION, LEVEL = "zstd", 3
+
+
+def table_meta_yaml(columns: Mapping[str, np.ndarray]) -> str:
+    """astropy's serialized table metadata (names, dtypes, units, descriptions)."""
+    from astropy.table import Table
+    from astropy.table.meta import get_yaml_from_table
+
+    table = Table({name: np.asarray(values)[:0] for name, values in columns.items()})
+    for name in table.colnames:
+        unit, text = describe(name)
+        table[name].unit = unit or None
+        table[name].description = text
+    return "\n".join(get_yaml_from_table(table))
+
+
+def parquet_bytes(columns: Mapping[str, np.ndarray]) -> bytes:
+    """The columns as one Parquet file's bytes."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    fields, arrays = [], []
+    for name, values in columns.items():
+        values = np.asarray(values)
+        values = values.astype(values.dtype.newbyteorder("<"), copy=False)
+        unit, text = describe(name)
+        meta = {b"unit": unit.encode(), b"description": text.encode()}
+        array = pa.array(values)
+        fields.append(pa.field(name, array.type, nullable=False, metadata=meta))
+        arrays.append(array)
+    schema = pa.schema(fields, metadata={b"table_meta_yaml": table_meta_yaml(columns).encode()})
+    sink = pa.BufferOutputStream()
+    with pq.ParquetWriter(
+        sink,
+        schema,
+        compression=COMPRESSION,
+        compression_level=LEVEL,
+        use_dictionary=False,
+        write_statistics=True,
+        store_schema=True,
+    ) as writer:
+        writer.write_table(pa.Table.from_arrays(arrays, schema=schema), row_group_size=1 << 30)
+    return sink.getvalue().to_pybytes()
