@@ -96,10 +96,13 @@ def test_batch_and_stream_write_the_same_failure_and_the_batch_goes_on(
     argv = ["calibrate", *map(str, survey.good), "--refcat", str(survey.store)]
     assert main([*argv, "--out", str(tmp_path / "batch")]) == 1
     batch = {p: read_summary(exposure_dir(tmp_path / "batch", expid_of(p))) for p in survey.good}
-    assert [s["status"] for s in batch.values()] == ["ok", "ok", "failed", "ok", "ok"]
+    # a calibstream error while fitting astrometry leaves a partial calibration (the
+    # catalogue kept, stage, kind and reason said alike); anything else is a failure
+    status = "partial" if (stage, kind) == ("astrometry", "typed") else "failed"
+    assert [s["status"] for s in batch.values()] == ["ok", "ok", status, "ok", "ok"]
     expected = failure_of(ERRORS[kind](), stage)
     for summary in (streamed, batch[victim]):
-        assert summary["status"] == "failed"
+        assert summary["status"] == status
         assert (summary["stage"], summary["error"], summary["reason"]) == (
             stage,
             expected.kind,
