@@ -2,6 +2,10 @@
 
 The event's URI is opened only if it names a regular file inside ``[stream] input_roots``
 (:func:`calibstream.io.inputs.resolve_input`), and the file's EXPID must be the event's.
+
+While the pixels are measured, a thread preloads the exposure's reference stars (the
+shared shard cache warmed for every worker, the rows kept for the astrometric step that
+runs next in this process: :mod:`calibstream.astrometry.preload`).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from calibstream import stages
+from calibstream.astrometry import preload
 from calibstream.errors import stage
 from calibstream.io.inputs import resolve_input
 from streams import events
@@ -19,7 +24,17 @@ from streams.runner import Context
 def step(ctx: Context, event: Mapping[str, Any]) -> dict:
     with stage("read"):
         path = resolve_input(event["uri"], ctx.settings.input_roots)
+    _preload(ctx, path)
     frame, measurement = stages.detect(path, ctx.config, event["exposure_id"])
     return events.detection_event(
         event, frame, measurement.catalog, measurement.background, measurement.timings
     )
+
+
+def _preload(ctx: Context, path) -> None:
+    """Start preloading the references of the exposure at ``path`` (``[stream] refcat``, and
+    ``photometry_refcat`` when given)."""
+    margin = ctx.config.calibration.footprint_margin_deg
+    for store in (ctx.refcat, ctx.photometry_refcat):
+        if store is not None:
+            preload.start(path, store, margin, ctx.cache, ctx.config.limits)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial import cKDTree
 
+from calibstream.astrometry import preload
 from calibstream.astrometry.fit import AstrometryResult, fit_astrometry
 from calibstream.astrometry.refcat import (
     RefCatalog,
@@ -63,7 +64,9 @@ def load_references(
 ) -> RefCatalog:
     """Reference rows covering the exposure, at its epoch."""
     ra, dec, radius = footprint_circle(frame.wcs, frame.shape, margin_deg)
-    refs = load_refcat(store, ra, dec, radius, shard_cache=cache)
+    refs = preload.take(store, ra, dec, radius)  # the detect step's preload, if it covers
+    if refs is None:
+        refs = load_refcat(store, ra, dec, radius, shard_cache=cache)
     if len(refs) == 0:
         raise CalibrationError(
             f"no reference stars within {radius:.3f} deg of ({ra:.5f}, {dec:.5f}) in {store}",
