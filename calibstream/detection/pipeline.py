@@ -23,8 +23,9 @@ from calibstream.detection.background import Background, estimate_background
 from calibstream.detection.detect import detect_sources
 from calibstream.detection.icsrc import copy_icsrc_flags
 from calibstream.detection.measure import PixelContext, measure_sources
+from calibstream.io.columns import described_table_hdu
 from calibstream.io.exposure import Exposure, Metadata, read_exposure
-from calibstream.io.fitsio import atomic_write_bytes, hdulist_bytes, table_hdu
+from calibstream.io.fitsio import atomic_write_bytes, hdulist_bytes
 
 #: Catalog columns that lead src.fits, in this order; the rest follow as measured.
 LEADING_COLUMNS = (
@@ -144,7 +145,7 @@ def source_catalog_hdul(exposure: Exposure, measurement: Measurement) -> fits.HD
     primary = fits.PrimaryHDU()
     for key, value, comment in metadata_cards(exposure.metadata):
         primary.header[key] = (value, comment)
-    return fits.HDUList([primary, table_hdu(measurement.catalog, "SRC")])
+    return fits.HDUList([primary, described_table_hdu(measurement.catalog, "SRC")])
 
 
 def background_hdul(metadata: Metadata, background: Background) -> fits.HDUList:
