@@ -11,6 +11,7 @@ runs next in this process: :mod:`calibstream.astrometry.preload`).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from calibstream import stages
@@ -35,6 +36,6 @@ def _preload(ctx: Context, path) -> None:
     """Start preloading the references of the exposure at ``path`` (``[stream] refcat``, and
     ``photometry_refcat`` when given)."""
     margin = ctx.config.calibration.footprint_margin_deg
-    for store in (ctx.refcat, ctx.photometry_refcat):
-        if store is not None:
-            preload.start(path, store, margin, ctx.cache, ctx.config.limits)
+    for store in (ctx.settings.refcat, ctx.settings.photometry_refcat):
+        if store and Path(store).is_dir():  # a help, never a condition: silent when it fails
+            preload.start(path, Path(store), margin, ctx.cache, ctx.config.limits)
