@@ -17,7 +17,6 @@ import hashlib
 import numbers
 import os
 import stat
-import tempfile
 import zlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -34,6 +33,7 @@ from calibstream.detection.background import Background
 from calibstream.errors import CalibstreamError
 from calibstream.frame import Frame
 from calibstream.io.exposure import Metadata
+from calibstream.io.fitsio import atomic_write_bytes
 from calibstream.summary_stats import SummaryStats
 
 #: zlib level of every compressed column and mesh (6, zlib's default: level 1
@@ -258,17 +258,7 @@ def write_claim(root: str | os.PathLike[str], blob: bytes) -> tuple[str, str]:
     path = Path(root).resolve() / CLAIMS_DIR / f"{digest}.bin"
     if path.is_file() and path.stat().st_size == len(blob):
         return path.as_uri(), digest
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, staging = tempfile.mkstemp(dir=path.parent, prefix=f".{digest}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(blob)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(staging, path)
-    except BaseException:
-        Path(staging).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(blob, path)
     return path.as_uri(), digest
 
 
