@@ -25,6 +25,8 @@ from calibstream.config import BackgroundConfig
 #: Rows and columns sampled when the mesh is recovered from sep's rendering
 #: (the spline is exactly determined by far fewer than all of them).
 _FIT_STRIDE = 8
+#: Rows of the full-resolution background rendered at once (float64, a few MB).
+_RENDER_ROWS = 256
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,12 @@ def render_mesh(mesh: np.ndarray, shape: tuple[int, int], mesh_size: int) -> np.
     if mesh.shape != mesh_shape(shape, mesh_size):
         raise ValueError(f"a {shape} image with {mesh_size}-px cells has no {mesh.shape} mesh")
     along_y, along_x = _operators(tuple(shape), mesh_size)
-    return ((along_y @ mesh) @ along_x.T).astype(np.float32)
+    rows = along_y @ mesh
+    out = np.empty(tuple(shape), dtype=np.float32)
+    for start in range(0, out.shape[0], _RENDER_ROWS):  # float64 a band of rows at a time
+        band = slice(start, start + _RENDER_ROWS)
+        out[band] = rows[band] @ along_x.T
+    return out
 
 
 def fit_mesh(image: np.ndarray, mesh_size: int) -> np.ndarray:
@@ -92,7 +99,7 @@ def fit_mesh(image: np.ndarray, mesh_size: int) -> np.ndarray:
     along_y, along_x = _operators(image.shape, mesh_size)
     rows = _samples(image.shape[0], mesh_size)
     cols = _samples(image.shape[1], mesh_size)
-    samples = np.asarray(image, dtype=np.float64)[np.ix_(rows, cols)]
+    samples = np.asarray(image[np.ix_(rows, cols)], dtype=np.float64)
     mesh = np.linalg.pinv(along_y[rows]) @ samples @ np.linalg.pinv(along_x[cols]).T
     return mesh.astype(np.float32)
 

@@ -51,13 +51,30 @@ class Detections:
 def matched_filter_snr(
     image: np.ndarray, variance: np.ndarray, invalid: np.ndarray, psf: np.ndarray
 ) -> np.ndarray:
-    """Point-source S/N at every pixel: the PSF fit amplitude over its error."""
-    weight = np.divide(np.float32(1), variance, dtype=np.float32)
+    """Point-source S/N at every pixel: the PSF fit amplitude over its error.
+
+    Lean in memory (one 4k×4k plane is 64 MB): one zero-padded float32 buffer holds the
+    weights, then the weighted pixels; each correlation is one real FFT, multiplied in
+    place by the kernel's transform (made a band of columns at a time), and transformed
+    back over its own buffer. At most three padded planes are alive at once.
+    """
+    ny, nx = image.shape
+    ky, kx = psf.shape
+    shape = (
+        scipy.fft.next_fast_len(ny + ky - 1, real=True),
+        scipy.fft.next_fast_len(nx + kx - 1, real=True),
+    )
+    padded = np.zeros(shape, dtype=np.float32)
+    weight = padded[:ny, :nx]
+    np.divide(np.float32(1), variance, out=weight, dtype=np.float32)
     weight[invalid] = 0
-    weighted = np.multiply(image, weight, dtype=np.float32)
-    weighted[invalid] = 0
-    numerator, denominator = _correlate_pair(weighted, weight, psf, psf * psf)
-    del weight, weighted
+    denominator = _correlate(padded, psf * psf, (ny, nx))
+    np.multiply(weight, image, out=weight, dtype=np.float32)  # now the weighted pixels
+    weight[invalid] = 0
+    del weight
+    buffer = [padded]
+    del padded
+    numerator = _correlate(buffer, psf, (ny, nx))  # frees the padded pixels once transformed
     floor = np.float32(1e-12 * float(denominator.max(initial=0)))
     empty = ~(denominator > floor)
     denominator[empty] = 1
@@ -67,28 +84,34 @@ def matched_filter_snr(
     return snr
 
 
-def _correlate_pair(
-    a: np.ndarray, b: np.ndarray, ka: np.ndarray, kb: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """``a ⋆ ka`` and ``b ⋆ kb`` ('same' size, zero padded) by real FFTs in float32.
+#: Columns of the kernel's transform made at once (a few MB of complex64).
+_KERNEL_BAND = 256
 
-    Returns views into the padded results, so no extra full-size copies are made.
-    """
-    ny, nx = a.shape
-    ky, kx = ka.shape
-    shape = (
-        scipy.fft.next_fast_len(ny + ky - 1, real=True),
-        scipy.fft.next_fast_len(nx + kx - 1, real=True),
-    )
-    out = []
-    for data, kernel in ((a, ka), (b, kb)):
-        # Correlation is convolution with the flipped kernel.
-        fk = scipy.fft.rfft2(kernel[::-1, ::-1].astype(np.float32), shape)
-        fd = scipy.fft.rfft2(data.astype(np.float32, copy=False), shape)
-        fd *= fk
-        full = scipy.fft.irfft2(fd, shape)
-        out.append(full[ky // 2 : ky // 2 + ny, kx // 2 : kx // 2 + nx])  # a view: no copy
-    return out[0], out[1]
+
+def _correlate(
+    padded: np.ndarray | list[np.ndarray], kernel: np.ndarray, size: tuple[int, int]
+) -> np.ndarray:
+    """``data ⋆ kernel`` ('same' size, zero padded), ``data`` being ``padded[:ny, :nx]``
+    (zeros around it); a view into the padded result. Real FFTs in float32, one core.
+    ``padded`` given in a list is taken out of it and freed once transformed."""
+    ny, nx = size
+    ky, kx = kernel.shape
+    data = padded.pop() if isinstance(padded, list) else padded
+    full_shape = data.shape
+    spectrum = scipy.fft.rfft2(data, workers=1)
+    del data
+    # Correlation is convolution with the flipped kernel.
+    flipped = kernel[::-1, ::-1].astype(np.float32)
+    rows = scipy.fft.rfft(flipped, full_shape[1], axis=1, workers=1)
+    for start in range(0, spectrum.shape[1], _KERNEL_BAND):
+        band = slice(start, start + _KERNEL_BAND)
+        spectrum[:, band] *= scipy.fft.fft(rows[:, band], full_shape[0], axis=0, workers=1)
+    # irfft2 as its two passes: in place along the columns, then one real output (irfft2
+    # itself would hold a third full-size plane).
+    spectrum = scipy.fft.ifft(spectrum, axis=0, workers=1, overwrite_x=True)
+    full = scipy.fft.irfft(spectrum, full_shape[1], axis=1, workers=1, overwrite_x=True)
+    del spectrum
+    return full[ky // 2 : ky // 2 + ny, kx // 2 : kx // 2 + nx]  # a view: no copy
 
 
 def detect_sources(

@@ -99,7 +99,9 @@ def image_plane(hdu, name: str, dtype: type, shape: tuple[int, ...] | None = Non
     if not isinstance(hdu, (fits.ImageHDU, fits.CompImageHDU, fits.PrimaryHDU)):
         raise InvalidHduError(f"{name} must be an image HDU", where=name)
     try:
-        data = hdu.data  # tile-compressed: decompressed here
+        data = _read_plain(hdu)
+        if data is None:
+            data = hdu.data  # tile-compressed: decompressed here
     except (MemoryError, CalibstreamError):
         raise
     except Exception as exc:
@@ -118,9 +120,40 @@ def image_plane(hdu, name: str, dtype: type, shape: tuple[int, ...] | None = Non
         )
     if shape is not None and data.shape != shape:
         raise InvalidHduError(f"{name} has shape {data.shape}, IMAGE has {shape}", where=name)
-    native = np.array(data, dtype=np.dtype(dtype).newbyteorder("="), copy=True)
+    native = np.asarray(data, dtype=np.dtype(dtype).newbyteorder("="))
     native.setflags(write=False)
     return native
+
+
+#: BITPIX of the planes read straight from the file (no scaling).
+_PLAIN_BITPIX = {-32: ">f4", 32: ">i4", -64: ">f8", 16: ">i2"}
+
+
+def _read_plain(hdu) -> np.ndarray | None:
+    """An uncompressed, unscaled 2-D plane read once from its file into one native-endian
+    array (byte-swapped in place): no memory map, no second copy. None: any other case
+    (compressed, scaled, short file), left to astropy."""
+    header = hdu.header
+    if isinstance(hdu, fits.CompImageHDU) or header.get("NAXIS") != 2:
+        return None
+    big = _PLAIN_BITPIX.get(header.get("BITPIX"))
+    if big is None or header.get("BSCALE", 1) != 1 or header.get("BZERO", 0) != 0:
+        return None
+    try:
+        info = hdu.fileinfo()
+        name, offset = info["file"].name, info["datLoc"]
+    except (AttributeError, KeyError, TypeError):
+        return None
+    shape = (int(header["NAXIS2"]), int(header["NAXIS1"]))
+    data = np.empty(shape, dtype=big)
+    if data.size == 0 or not isinstance(name, str):
+        return None
+    with open(name, "rb") as stream:
+        stream.seek(offset)
+        if stream.readinto(memoryview(data).cast("B")) != data.nbytes:
+            return None
+    data.byteswap(inplace=True)
+    return data.view(data.dtype.newbyteorder("="))
 
 
 def mask_planes(header: fits.Header) -> dict[str, int]:
