@@ -44,6 +44,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402
 
 from calibstream import stages  # noqa: E402
+from calibstream.astrometry.fit import fitted_header  # noqa: E402
 from calibstream.astrometry.refcat import ingest_refcat  # noqa: E402
 from calibstream.astrometry.solve import Matches  # noqa: E402
 from calibstream.config import Config  # noqa: E402
@@ -61,7 +62,7 @@ def core(path: Path, store: Path, root: Path, config: Config) -> Path:
     solution = stages.astrometry_or_partial(frame, measurement.catalog, store, config)
     fit, matches = solution.astrometry, solution.matches
     fitted = stages.Fitted(  # what streams.events.fitted_from_event gives from the match event
-        frame=dataclasses.replace(frame, wcs_header=fit.wcs.to_header(relax=True)),
+        frame=dataclasses.replace(frame, wcs_header=fitted_header(fit)),
         catalog=solution.catalog,
         refs=solution.refs.take(matches.ref),
         matches=Matches(matches.source, np.arange(len(matches.ref)), matches.distance_mas),

@@ -37,7 +37,8 @@ class Assessment:
 
 def _figure(header: fits.Header, key: str) -> float | None:
     value = header.get(key)
-    return None if value is None or isinstance(value, bool | str) else float(value)
+    undefined = isinstance(value, bool | str | fits.card.Undefined)  # ASTRMS without freedom
+    return None if value is None or undefined else float(value)
 
 
 def assess(

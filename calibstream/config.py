@@ -204,10 +204,16 @@ class AstrometryConfig:
     #: the full polynomial when the matches do not support the full fit (too
     #: few for its coefficients, or no significant improvement: F-test at 1 %).
     first_guess_distortion: bool = True
+    #: The prior on the first guess's error (arcsec, its chip centre's displacement):
+    #: with too few sources or reference stars for a pattern (``min_matches``), or no
+    #: pattern found, the shift that most source-reference pairs within 3× this agree
+    #: on, if unique and above chance, pairs them directly. 0: pattern matching only.
+    first_guess_error_arcsec: float = 5.0
 
     def __post_init__(self) -> None:
         checks = {
             "sip_order": 1 <= self.sip_order <= 9,
+            "first_guess_error_arcsec": self.first_guess_error_arcsec >= 0,
             "max_offset_arcsec": self.max_offset_arcsec > 0,
             "max_rotation_deg": 0 < self.max_rotation_deg <= 45,
             "max_scale_error": 0 < self.max_scale_error < 0.5,

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from calibstream import __version__
+from calibstream.astrometry.fit import fitted_header
 from calibstream.astrometry.refcat import RefCatalog
 from calibstream.astrometry.solve import AstrometricSolution, Matches
 from calibstream.detection.background import Background
@@ -131,7 +132,7 @@ def match_event(
         **{name: detection[name] for name in ("exposure_id", "input", "metadata", "psf_fwhm")},
         "image_height": detection["image_height"],
         "image_width": detection["image_width"],
-        "wcs": header_to_cards(fit.wcs.to_header(relax=True)),
+        "wcs": header_to_cards(fitted_header(fit)),  # with ASTMODEL, ASTDOF, ASTERR
         "astrms_mas": float(fit.rms_mas),
         "astnmatch": int(fit.n_matches),
         "distortion": str(fit.distortion),

@@ -127,6 +127,9 @@ def test_outputs_open_with_astropy_and_match_the_truth(calibrated):
             "COLORTERM3",
             "ASTRMS",
             "ASTNMATCH",
+            "ASTMODEL",
+            "ASTDOF",
+            "ASTERR",
             "EXPID",
             "BAND",
             "MJD-OBS",
@@ -163,6 +166,8 @@ def test_outputs_open_with_astropy_and_match_the_truth(calibrated):
         summary = json.loads((folder / "summary.json").read_text())
         assert summary["status"] == "ok" and summary["flags"] == []
         assert summary["header"]["MAGZERO"] == header["MAGZERO"]
+        assert summary["header"]["ASTMODEL"] == header["ASTMODEL"]
+        assert header["ASTDOF"] > 0 and header["ASTRMS"] > 0
         stats = summary["summary_stats"]
         assert stats["zeroPoint"] == header["ZEROPNT"] == header["MAGZERO"] + 2.5 * np.log10(30)
         for key in ("PSFSIGMA", "SKYBG", "MAGLIM", "EFFTIME", "PIXSCALE", "QSTATUS"):

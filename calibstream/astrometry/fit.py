@@ -34,10 +34,17 @@ Weights: σ² = (pixel scale)² (x_err² + y_err²)/2 + ref_err², i.e. an
 isotropic per-axis error of the source centroid converted with the local
 pixel scale, and the reference star's per-axis error, in quadrature.
 
-ASTRMS (:attr:`AstrometryResult.rms_mas`) is the *total* (2-D) scatter of the
-matches used in the final fit about it: ``sqrt(mean(Δα*² + Δδ²))`` with
-``Δα* = Δα cos δ``, unweighted, in milliarcseconds (a per-axis figure is
-this divided by √2).
+ASTRMS (:attr:`AstrometryResult.rms_mas`) is the scatter a new source would
+see: the *total* (2-D) rms of the leave-one-out residuals of the matches used
+in the final fit (each pair's residual from the fit made without it, exact
+for the linear fit): ``sqrt(mean(Δα*² + Δδ²))`` with ``Δα* = Δα cos δ``,
+unweighted, in milliarcseconds (a per-axis figure is this divided by √2).
+With no degrees of freedom (one star, a shift) it is undefined: NaN.
+``residual_*_mas`` stay the in-sample residuals.
+
+ASTERR (:attr:`AstrometryResult.wcs_sigma_mas`) is the fitted WCS's own
+uncertainty: the rms over the chip of the total (2-D) 1σ of the fitted
+position, from the parameters' covariance scaled by max(χ²/dof, 1).
 """
 
 from __future__ import annotations
@@ -49,7 +56,9 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 
+from calibstream.astrometry.direct import match_direct
 from calibstream.astrometry.matcher import PatternSolution, match_pattern
+from calibstream.astrometry.models import held_out_rms, uncertainty
 from calibstream.astrometry.refine import MatchInputs, Refined, refine
 from calibstream.astrometry.sipfit import MAS_PER_DEG, inverse_gnomonic, sip_distortion
 from calibstream.astrometry.tangent import (
@@ -106,6 +115,13 @@ class AstrometryResult:
     pattern_vote_background: float  # ... against the expectation of random pairs
     pattern_matches: int  # verified matches of the pattern solution
     match_radius_arcsec: float  # radius of the last re-match
+    model: str = "affine"  # ASTMODEL: the rung fitted (shift, similarity, affine, sip<k>)
+    dof: int = 0  # ASTDOF: 2 × matches - parameters
+    wcs_sigma_mas: float = math.nan  # ASTERR: rms over the chip of the fit's 2-D 1σ, mas
+    wcs_sigma_max_mas: float = math.nan  # its largest value on the chip
+    #: (x, y) 0-based pixels → the fit's total (2-D) 1σ there, mas (None: unknown).
+    sigma_at: object = None
+    matching: str = "pattern"  # how the first pairs were found: "pattern" or "direct"
 
     @property
     def pattern_offset_arcsec(self) -> float:
@@ -123,14 +139,42 @@ class AstrometryResult:
 def wcs_header(result: AstrometryResult) -> fits.Header:
     """The fitted WCS as FITS keywords (1-based, TAN-SIP with AP/BP), ASTRMS and ASTNMATCH.
 
-    ASTRMS is the total (2-D) rms in mas of the final matches about the fit;
-    ASTNMATCH (a HIERARCH card: nine characters) the number of those matches.
+    ASTRMS is the total (2-D) leave-one-out rms in mas of the final matches
+    (undefined, a card without a value, when there is no freedom);
+    ASTNMATCH (a HIERARCH card: nine characters) the number of those matches;
+    then :func:`model_cards`.
     """
     header = result.wcs.to_header(relax=True)
-    header["ASTRMS"] = (float(result.rms_mas), "[mas] total rms of astrometric matches")
+    rms = float(result.rms_mas)
+    header["ASTRMS"] = (rms if math.isfinite(rms) else None, "[mas] held-out rms of matches")
     # nine characters: a HIERARCH card, read back as header["ASTNMATCH"]
     header["HIERARCH ASTNMATCH"] = (int(result.n_matches), "astrometric matches used")
+    for key, value, comment in model_cards(result):
+        header[key] = (value, comment)
     return header
+
+
+def fitted_header(result: AstrometryResult) -> fits.Header:
+    """The fitted WCS as FITS keywords with :func:`model_cards` (what the calexp carries)."""
+    header = result.wcs.to_header(relax=True)
+    for key, value, comment in model_cards(result):
+        header[key] = (value, comment)
+    return header
+
+
+def model_cards(result: AstrometryResult) -> list[tuple[str, object, str]]:
+    """ASTMODEL (the rung), ASTDOF (degrees of freedom), ASTERR / ASTERRMX (the fit's own
+    2-D 1σ, rms and largest over the chip, mas; None when undefined)."""
+
+    def finite(value):
+        return float(value) if math.isfinite(value) else None
+
+    return [
+        ("ASTMODEL", str(result.model), "astrometric model fitted"),
+        ("ASTDOF", int(result.dof), "astrometric fit degrees of freedom"),
+        ("ASTERR", finite(result.wcs_sigma_mas), "[mas] rms over chip of WCS 1-sigma"),
+        ("ASTERRMX", finite(result.wcs_sigma_max_mas), "[mas] max over chip of WCS 1-sigma"),
+    ]
 
 
 def fit_astrometry(
@@ -159,10 +203,12 @@ def fit_astrometry(
     the reference stars for pattern matching; without it the smallest
     ``ref_err_mas`` rank first (Gaia's errors grow with magnitude).
 
-    Raises :class:`AstrometryError` when the footprint holds fewer than
-    ``min_matches`` reference stars, when no pattern solution stands out of
-    the random coincidences, or when the fit ends with fewer than
-    ``min_matches`` matches or an rms above ``max_rms_mas``.
+    With at least ``min_matches`` sources and reference stars, pattern
+    matching finds the first pairs; with fewer, or when no pattern stands
+    out, direct matching under ``first_guess_error_arcsec``
+    (:mod:`calibstream.astrometry.direct`). Raises :class:`AstrometryError`
+    when there is no source or reference star, when neither finds pairs, or
+    when the fit's rms exceeds ``max_rms_mas``.
     """
     x, y, x_err, y_err, brightness = _vectors(x, y, x_err, y_err, brightness)
     ref_ra, ref_dec, ref_err = _vectors(ref_ra, ref_dec, ref_err_mas)
@@ -170,11 +216,11 @@ def fit_astrometry(
     ref_brightness = _reference_brightness(ref_brightness, ref_ra.size)
     cfg = config
     frame = tangent_frame(initial_wcs, shape)
-    src = project_sources(x, y, x_err, y_err, initial_wcs, frame, cfg.min_matches)
+    src = project_sources(x, y, x_err, y_err, initial_wcs, frame, 1)
     margin = search_margin(frame, cfg)
-    ref = project_references(ref_ra, ref_dec, ref_err, frame, margin, cfg.min_matches)
+    ref = project_references(ref_ra, ref_dec, ref_err, frame, margin, 1)
     ref_rank = _reference_rank(ref_brightness, ref_err, ref.rows)
-    pattern = _match_brightest(src, ref, brightness[src.rows], ref_rank, frame, margin, cfg)
+    pattern = _first_pairs(src, ref, brightness[src.rows], ref_rank, frame, margin, cfg)
     base = sip_distortion(initial_wcs, cfg.sip_order) if cfg.first_guess_distortion else None
     shift_deg = pattern.shift / 3600.0
     crval = tuple(float(v) for v in inverse_gnomonic(*shift_deg, frame.ra, frame.dec))
@@ -182,8 +228,33 @@ def fit_astrometry(
         x[src.rows], y[src.rows], src.sigma_mas, ref_ra[ref.rows], ref_dec[ref.rows], ref.sigma_mas
     )
     pairs = (pattern.source_index, pattern.ref_index)
-    refined = refine(points, pairs, crval, (frame.ny, frame.nx), cfg, base)
+    refined = refine(points, pairs, crval, (frame.ny, frame.nx), cfg, base, frame.cd)
     return _result(refined, points, src.rows, ref.rows, x.size, pattern, cfg)
+
+
+def _first_pairs(src, ref, src_brightness, ref_rank, frame, margin, cfg) -> PatternSolution:
+    """Pattern matching when both lists reach ``min_matches``; else, or when it finds no
+    pattern, direct matching under the first guess's trusted error (if any)."""
+    sparse = min(src.rows.size, ref.rows.size) < cfg.min_matches
+    area = frame.nx * frame.ny * frame.pixel_scale**2
+    trusted = cfg.first_guess_error_arcsec > 0
+    if sparse and not trusted:
+        raise AstrometryError(
+            f"only {src.rows.size} sources and {ref.rows.size} reference stars to match "
+            f"(pattern matching needs {cfg.min_matches}; first_guess_error_arcsec is 0)",
+            where="astrometry.match",
+        )
+    if sparse:
+        return match_direct(src.xy, ref.xy, cfg.first_guess_error_arcsec, area)
+    try:
+        return _match_brightest(src, ref, src_brightness, ref_rank, frame, margin, cfg)
+    except AstrometryError as exc:
+        if not trusted:
+            raise
+        try:
+            return match_direct(src.xy, ref.xy, cfg.first_guess_error_arcsec, area)
+        except AstrometryError:
+            raise exc from None
 
 
 def _vectors(*arrays) -> tuple[np.ndarray, ...]:
@@ -263,7 +334,7 @@ def _result(
     fit = refined.fit
     res_ra, res_dec = _residuals_mas(fit.wcs, points.paired(final_src, final_ref))
     n_matches = int(final_src.size)
-    rms = float(np.sqrt(np.mean(res_ra**2 + res_dec**2))) if n_matches else math.inf
+    rms = held_out_rms(refined.loo_mas, fit.dof)
     _check_final(n_matches, rms, cfg)
     source_index = src_rows[final_src]
     used = np.zeros(n_src, dtype=bool)
@@ -287,6 +358,10 @@ def _result(
         pattern_vote_background=pattern.vote_background,
         pattern_matches=pattern.n_verified,
         match_radius_arcsec=refined.match_radius_arcsec,
+        model=fit.model,
+        dof=fit.dof,
+        **uncertainty(fit),
+        matching="direct" if pattern.votes == 0 and pattern.n_expected == 0 else "pattern",
     )
 
 
@@ -299,13 +374,10 @@ def _residuals_mas(wcs: WCS, pairs: MatchInputs) -> tuple[np.ndarray, np.ndarray
 
 
 def _check_final(n_matches: int, rms: float, cfg: AstrometryConfig) -> None:
-    """Too few matches, or an rms above ``max_rms_mas``, fail the fit."""
-    if n_matches < cfg.min_matches:
-        raise AstrometryError(
-            f"only {n_matches} matches survive the fit (need {cfg.min_matches})",
-            where="astrometry.fit",
-        )
-    if not rms <= cfg.max_rms_mas:
+    """No match, or an rms above ``max_rms_mas``, fail the fit (NaN: no freedom to judge)."""
+    if n_matches < 1:
+        raise AstrometryError("no match survives the fit", where="astrometry.fit")
+    if math.isfinite(rms) and not rms <= cfg.max_rms_mas:
         raise AstrometryError(
             f"absurd fit: rms of {n_matches} matches is {rms:.1f} mas "
             f"(> max_rms_mas = {cfg.max_rms_mas:g})",
@@ -322,5 +394,7 @@ __all__ = [
     "AstrometryResult",
     "PatternSolution",
     "fit_astrometry",
+    "fitted_header",
+    "model_cards",
     "wcs_header",
 ]

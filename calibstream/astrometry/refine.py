@@ -3,8 +3,10 @@
 Starting from the pattern solution's pairs, :func:`refine` fits TAN-SIP
 (:func:`clipped_fit`: reject beyond ``rejection_sigma`` robust sigmas, refit),
 re-matches every source with the improved WCS at a shrinking radius and fits
-again, ``iterations`` times. :func:`select_fit` chooses between the full
-polynomial and the first guess's distortion with an affine map by an F-test.
+again, ``iterations`` times. :func:`select_fit` climbs the ladder of models
+(:mod:`calibstream.astrometry.models`) as far as the matches' number and
+their coverage of the chip allow, and chooses between the full polynomial and
+the first guess's distortion with an affine map by an F-test.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from scipy import special
 from scipy.spatial import cKDTree
 
 from calibstream.astrometry.matcher import RAYLEIGH_MEDIAN, unique_pairs
+from calibstream.astrometry.models import Model, covers
 from calibstream.astrometry.sipfit import Distortion, TanSipFit, fit_tan_sip, n_terms
 from calibstream.astrometry.tangent import tangent
 from calibstream.config import AstrometryConfig
@@ -33,6 +36,9 @@ RADIUS_FLOOR_ARCSEC = 0.1
 MODEL_P_VALUE = 0.01
 #: Rejection rounds of one clipped fit.
 CLIP_ROUNDS = 8
+#: Matches each rung below the polynomials needs: 2 (shift), 4 (similarity) and
+#: 6 (affine) parameters leave 2n - p ≥ 0, 2 and 6 degrees of freedom.
+RUNG_MATCHES = (("affine", 6), ("similarity", 3), ("shift", 1))
 
 
 @dataclass(frozen=True, eq=False)
@@ -66,6 +72,7 @@ class Refined:
     source_index: np.ndarray
     ref_index: np.ndarray
     match_radius_arcsec: float
+    loo_mas: np.ndarray  # (n, 2) leave-one-out residuals (ξ, η) of those pairs, mas
 
 
 def refine(
@@ -75,24 +82,31 @@ def refine(
     shape: tuple[int, int],
     cfg: AstrometryConfig,
     base: Distortion | None,
+    first_cd: np.ndarray,
 ) -> Refined:
-    """Fit, re-match with the improved WCS at a shrinking radius, refit, ``iterations`` times."""
+    """Fit, re-match with the improved WCS at a shrinking radius, refit, ``iterations`` times.
+
+    ``first_cd``: the first guess's CD matrix (deg/px), kept by the shift and
+    similarity rungs.
+    """
     pair_src, pair_ref = pairs
     radius = cfg.match_radius_arcsec
+    models = (base, np.asarray(first_cd, float).T)
     for iteration in range(max(cfg.iterations, 1)):
-        fit, keep = clipped_fit(points.paired(pair_src, pair_ref), shape, crval, cfg, base)
+        fit, keep = clipped_fit(points.paired(pair_src, pair_ref), shape, crval, cfg, models)
         crval = (float(fit.wcs.wcs.crval[0]), float(fit.wcs.wcs.crval[1]))
         if iteration == cfg.iterations - 1:
             break
         radius = rematch_radius(fit, keep, iteration, cfg)
         pair_src, pair_ref = rematch(fit, points, crval, radius)
-        if pair_src.size < cfg.min_matches:
+        if pair_src.size == 0:
             raise AstrometryError(
-                f"only {pair_src.size} sources within {radius:.2f} arcsec of a reference star "
-                f"after fit {iteration + 1} (need {cfg.min_matches})",
+                f"no source within {radius:.2f} arcsec of a reference star "
+                f"after fit {iteration + 1}",
                 where="astrometry.fit",
             )
-    return Refined(fit, pair_src[keep], pair_ref[keep], radius)
+    loo = np.column_stack([fit.loo_xi_mas[keep], fit.loo_eta_mas[keep]])
+    return Refined(fit, pair_src[keep], pair_ref[keep], radius, loo)
 
 
 def rematch_radius(
@@ -117,7 +131,7 @@ def rematch(
 
 
 def clipped_fit(
-    pairs: MatchInputs, shape, crval, cfg: AstrometryConfig, base
+    pairs: MatchInputs, shape, crval, cfg: AstrometryConfig, models
 ) -> tuple[TanSipFit, np.ndarray]:
     """Fit, reject beyond ``rejection_sigma`` robust σ of the normalised residuals, refit.
 
@@ -129,7 +143,7 @@ def clipped_fit(
     keep = np.ones(pairs.x.size, dtype=bool)
     fitted = keep
     for _ in range(CLIP_ROUNDS):
-        fit = select_fit(pairs, np.where(keep, weight, 0.0), shape, crval, cfg, base)
+        fit = select_fit(pairs, np.where(keep, weight, 0.0), shape, crval, cfg, models)
         normalised = np.hypot(fit.residual_xi_mas, fit.residual_eta_mas) / sigma_mas
         robust = np.median(normalised[keep]) / RAYLEIGH_MEDIAN
         new_keep = normalised <= cfg.rejection_sigma * robust
@@ -142,40 +156,61 @@ def clipped_fit(
     return fit, keep
 
 
-def select_fit(pairs: MatchInputs, weight, shape, crval, cfg: AstrometryConfig, base) -> TanSipFit:
-    """The full polynomial fit, or the first guess's distortion with an affine correction.
+def select_fit(
+    pairs: MatchInputs, weight, shape, crval, cfg: AstrometryConfig, models
+) -> TanSipFit:
+    """The richest rung of the ladder the weighted pairs support (:func:`richest_rung`).
 
-    The full fit (order ``sip_order``) is kept when it is better than the
-    first guess's distortion plus an affine map (a model nested in it) by an
-    F-test at ``MODEL_P_VALUE``, or when there is no usable first-guess
-    distortion. Too few pairs for the full order keep the first guess's
-    distortion; without one the order is lowered.
+    ``models``: (the first guess's distortion or None, its CD transposed). The
+    shift and similarity rungs keep the first guess's distortion and linear
+    map; the affine rung keeps its distortion. A polynomial of order
+    ``sip_order`` is fitted in full and kept when it is better than the first
+    guess's distortion plus an affine map (a model nested in it) by an F-test
+    at ``MODEL_P_VALUE``, or when there is no usable first-guess distortion.
     """
+    base, first = models
     x, y, ra, dec = pairs.x, pairs.y, pairs.ra, pairs.dec
-    n_pairs = int(np.count_nonzero(weight))
-    order = order_for(n_pairs, cfg)
+    used = np.asarray(weight) > 0
+    rung = richest_rung(int(used.sum()), x[used], y[used], shape, cfg)
+
+    def fit(order, distortion, model=None):
+        args = (x, y, ra, dec, weight, shape, crval, order, cfg.sip_order)
+        return fit_tan_sip(*args, base=distortion, model=model)
+
     try:
-        full = None
-        if base is None or order == cfg.sip_order:
-            full = fit_tan_sip(x, y, ra, dec, weight, shape, crval, order, cfg.sip_order)
+        if rung.kind != "poly":
+            return fit(1, base, Model(rung.kind, 1, first))
         if base is None:
-            return full
-        based = fit_tan_sip(x, y, ra, dec, weight, shape, crval, 1, cfg.sip_order, base=base)
+            return fit(rung.order, None)
+        based = fit(1, base)
+        if rung.order < cfg.sip_order:
+            return based
+        full = fit(rung.order, None)
     except np.linalg.LinAlgError as exc:
         raise AstrometryError(f"degenerate fit ({exc})", where="astrometry.fit") from exc
-    dof = 2 * n_pairs - (0 if full is None else full.n_parameters)
-    if full is None or dof <= 0 or full.chi2 <= 0:
+    if full.dof <= 0 or full.chi2 <= 0:
         return based
     extra = full.n_parameters - based.n_parameters
-    f_ratio = max(based.chi2 - full.chi2, 0.0) / extra / (full.chi2 / dof)
-    return full if special.fdtrc(extra, dof, f_ratio) < MODEL_P_VALUE else based
+    f_ratio = max(based.chi2 - full.chi2, 0.0) / extra / (full.chi2 / full.dof)
+    return full if special.fdtrc(extra, full.dof, f_ratio) < MODEL_P_VALUE else based
 
 
-def order_for(n_pairs: int, cfg: AstrometryConfig) -> int:
-    """The fit order: ``sip_order`` unless too few pairs for its coefficients."""
+def richest_rung(n_pairs: int, x, y, shape, cfg: AstrometryConfig) -> Model:
+    """The richest model ``n_pairs`` matches at (x, y) support.
+
+    A polynomial of order k ≥ 2 needs ``MATCHES_PER_TERM`` matches per
+    coefficient and a match in every cell of a k × k grid over the chip (no
+    order-2 fit with an empty quadrant, no cubic with an empty ninth); below
+    that the affine, similarity and shift rungs need 6, 3 and 1 matches.
+    """
     order = max(cfg.sip_order, 1)
-    while order > 1 and MATCHES_PER_TERM * n_terms(order) > n_pairs:
+    while order > 1 and (
+        MATCHES_PER_TERM * n_terms(order) > n_pairs or not covers(x, y, shape, order)
+    ):
         order -= 1
-    if n_pairs < n_terms(order):
-        raise AstrometryError(f"only {n_pairs} matches to fit", where="astrometry.fit")
-    return order
+    if order > 1:
+        return Model("poly", order)
+    for name, need in RUNG_MATCHES:
+        if n_pairs >= need:
+            return Model("poly", 1) if name == "affine" else Model(name)
+    raise AstrometryError("no matches to fit", where="astrometry.fit")

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 from astropy.wcs import WCS, Sip
 
+from calibstream.astrometry.models import Model, leave_one_out, position_sigma, solve
+
 MAS_PER_DEG = 3.6e6
 
 
@@ -107,6 +109,13 @@ class TanSipFit:
     chi2: float  # Σ weight × residual² (mas², times the weights' unit) over weighted pairs
     n_parameters: int  # coefficients fitted, both axes
     distortion: str  # "fitted" (polynomial of pixels) or "first guess" (a fixed base)
+    model: str = "affine"  # the rung (:mod:`calibstream.astrometry.models`)
+    dof: int = 0  # 2 × weighted pairs - n_parameters
+    #: Each weighted pair's residual (mas) when fitted without it (NaN: not fitted, undefined).
+    loo_xi_mas: np.ndarray | None = None
+    loo_eta_mas: np.ndarray | None = None
+    #: (x, y) 0-based pixels → total (2-D) 1σ of the fitted position, mas, from the stated errors.
+    sigma_mas: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
 
 
 #: A fixed distortion: 0-based pixels (x, y) → focal-plane coordinates (pixels).
@@ -147,10 +156,11 @@ def fit_tan_sip(
     order: int,
     sip_order: int | None = None,
     base: Distortion | None = None,
+    model: Model | None = None,
 ) -> TanSipFit:
     """TAN-SIP WCS mapping 0-based pixels (x, y) onto (ra, dec) by weighted least squares.
 
-    ``weight`` is 1/σ² per pair (σ isotropic, any unit). ``shape`` is the numpy
+    ``weight`` is 1/σ² per pair (σ isotropic, mas). ``shape`` is the numpy
     image shape (ny, nx): CRPIX is the chip centre. ``crval`` is a first guess
     of the chip centre's sky position; CRVAL ends there to µas. ``sip_order``
     (≥ ``order``) sets A_ORDER/B_ORDER (higher terms zero); AP/BP are fitted
@@ -161,29 +171,65 @@ def fit_tan_sip(
     guess's SIP, of order ≤ ``sip_order``), they are polynomials of order
     ``order`` in the distorted coordinates ``base(x, y)``; the composition
     is then re-expressed as TAN-SIP exactly (for ``order`` 1) by a noise-free
-    fit on a grid of the chip.
+    fit on a grid of the chip. ``model`` (a shift or similarity rung, its
+    ``first`` the first guess's CD transposed, deg/px) constrains the linear map.
     """
     ny, nx = shape
     centre = np.array([(nx - 1) / 2.0, (ny - 1) / 2.0])
     scale = max(nx, ny) / 2.0
+    model = _scaled_model(model, order, scale)
     features = _features(centre, base)
-    terms = poly_terms(order)
+    terms = poly_terms(model.order)
     design = _design(*features(x, y), terms, scale)
     root_w = np.sqrt(np.asarray(weight, float))
-    coeffs, crval, xi, eta = _fit_about_crval(design, root_w, ra, dec, crval)
-    model = design @ coeffs
-    residual_xi = (model[:, 0] - xi) * MAS_PER_DEG
-    residual_eta = (model[:, 1] - eta) * MAS_PER_DEG
-    chi2 = float(np.sum(np.square(root_w) * (residual_xi**2 + residual_eta**2)))
-    n_parameters = 2 * len(terms)
+    coeffs, crval, xi, eta = _fit_about_crval(design, root_w, ra, dec, crval, model)
+    residual = (design @ coeffs - np.column_stack([xi, eta])) * MAS_PER_DEG
+    chi2 = float(np.sum(np.square(root_w)[:, None] * residual**2))
+    stats = _fit_statistics(model, design, root_w, residual, features, terms, scale)
 
-    size = max(order, sip_order or order, 2) + 1
+    size = max(model.order, sip_order or model.order, 2) + 1
     if base is not None:  # the same mapping as a polynomial of pixel offsets, on a grid
         terms, coeffs = _pixel_polynomial(features, terms, coeffs, centre, scale, shape, size)
     cd, sip_a, sip_b = _cd_and_sip(terms, coeffs, scale, size)
     wcs = make_tan_sip(crval, cd, sip_a, sip_b, shape)
     distortion = "fitted" if base is None else "first guess"
-    return TanSipFit(wcs, order, residual_xi, residual_eta, chi2, n_parameters, distortion)
+    n_parameters = model.n_parameters(len(poly_terms(model.order)))
+    return TanSipFit(
+        wcs, model.order, residual[:, 0], residual[:, 1], chi2, n_parameters, distortion,
+        model.name, **stats,
+    )  # fmt: skip
+
+
+def _scaled_model(model: Model | None, order: int, scale: float) -> Model:
+    """The rung fitted (default: a polynomial of ``order``), its first guess per scaled unit."""
+    if model is None:
+        return Model("poly", order)
+    if model.first is None:
+        return model
+    return Model(model.kind, model.order, np.asarray(model.first, float) * scale)
+
+
+def _fit_statistics(model: Model, design, root_w, residual, features, terms, scale) -> dict:
+    """Degrees of freedom, leave-one-out residuals (mas) and the position uncertainty."""
+    rows = root_w > 0
+    stacked, _ = model.stack(design[rows] * root_w[rows, None])
+    p = stacked.shape[1]
+    dof = int(2 * np.count_nonzero(rows) - p)
+    loo = np.full(residual.shape, np.nan)
+    covariance = None
+    if dof > 0 or np.count_nonzero(rows) * 2 >= p:
+        covariance = np.linalg.pinv(stacked.T @ stacked)
+    if dof > 0:
+        loo[rows] = leave_one_out(stacked, residual[rows] * root_w[rows, None])
+        loo[rows] /= root_w[rows, None]
+
+    def sigma_mas(px, py):
+        if covariance is None:
+            return np.full(np.size(px), np.inf)
+        rows_at, _ = model.stack(_design(*features(px, py), terms, scale))
+        return position_sigma(rows_at, covariance, np.size(px))
+
+    return {"dof": dof, "loo_xi_mas": loo[:, 0], "loo_eta_mas": loo[:, 1], "sigma_mas": sigma_mas}
 
 
 def _features(centre: np.ndarray, base: Distortion | None) -> Distortion:
@@ -204,7 +250,7 @@ def _features(centre: np.ndarray, base: Distortion | None) -> Distortion:
 
 
 def _fit_about_crval(
-    design: np.ndarray, root_w: np.ndarray, ra, dec, crval: tuple[float, float]
+    design: np.ndarray, root_w: np.ndarray, ra, dec, crval: tuple[float, float], model: Model
 ) -> tuple[np.ndarray, tuple[float, float], np.ndarray, np.ndarray]:
     """Coefficients of (ξ, η) with CRVAL moved onto the fit's constant term (then zeroed).
 
@@ -212,11 +258,13 @@ def _fit_about_crval(
     """
     fit_rows = root_w > 0
     a_mat = design[fit_rows] * root_w[fit_rows, None]
+    stacked, offset = model.stack(a_mat)
     crval = (float(crval[0]) % 360.0, float(crval[1]))
     for k in range(4):  # move CRVAL onto the fit's constant term, then refit
         xi, eta = gnomonic(ra, dec, *crval)
         rhs = np.column_stack([xi, eta])[fit_rows] * root_w[fit_rows, None]
-        coeffs = least_squares(a_mat, rhs)
+        beta = solve(stacked, offset, np.concatenate([rhs[:, 0], rhs[:, 1]]))
+        coeffs = model.coefficients(beta, design.shape[1])
         shift = coeffs[0]
         if math.hypot(shift[0], shift[1]) < 1e-10 or k == 3:  # 0.4 µas
             break

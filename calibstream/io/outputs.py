@@ -139,7 +139,7 @@ def calexp_header(
     cards = []
     if astrms_mas is not None:
         cards += [
-            ("ASTRMS", float(astrms_mas), "[mas] scatter of astrometric matches"),
+            ("ASTRMS", finite_or_none(astrms_mas), "[mas] scatter of astrometric matches"),
             ("ASTNMATCH", int(astnmatch), "astrometric matches used"),
         ]
     if photometry is not None:
@@ -168,7 +168,7 @@ def summary_of(persisted: CalibratedExposure) -> dict:
         **_metadata_json(persisted.metadata),
         "n_sources": len(persisted.catalog["id"]),
         "reserved_rms": persisted.reserved_rms,
-        "header": {key: persisted.header[key] for key in persisted.header},
+        "header": {key: _json_value(persisted.header[key]) for key in persisted.header},
     }
     if found is not None:
         summary["summary_stats"] = found.stats.as_record()
@@ -178,6 +178,11 @@ def summary_of(persisted: CalibratedExposure) -> dict:
         if found.partial is not None:
             summary.update(found.partial.as_record())
     return summary
+
+
+def _json_value(value):
+    """A header value for JSON: an undefined card (ASTRMS without freedom) is null."""
+    return None if isinstance(value, fits.card.Undefined) else value
 
 
 def _metadata_json(meta: Metadata) -> dict:
