@@ -253,11 +253,21 @@ def refined_peaks(snr: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.where(valid & np.isfinite(peak), np.maximum(peak, centre), centre)
 
 
+#: Rows of the segmentation map renumbered at once.
+_RENUMBER_ROWS = 256
+
+
 def _renumbered(segmap: np.ndarray, keep: np.ndarray) -> np.ndarray:
     """Segmentation map with dropped objects cleared and the rest numbered 1..n."""
     new_ids = np.zeros(len(keep) + 1, dtype=np.int32)
     new_ids[1:][keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-    return new_ids[segmap]
+    if keep.all():
+        return segmap
+    segmap = segmap.astype(np.int32, copy=False)
+    for start in range(0, segmap.shape[0], _RENUMBER_ROWS):  # in place, a band at a time
+        band = segmap[start : start + _RENUMBER_ROWS]
+        band[...] = new_ids[band]
+    return segmap
 
 
 def expected_false_detections(psf: np.ndarray, n_pixels: int, threshold: float) -> float:

@@ -68,10 +68,11 @@ def measure_exposure(
         start = now
 
     mask = exposure.mask
-    background_masked = (mask & exposure.bits(*config.background.mask_planes)) != 0
+    background_masked = any_bits(mask, exposure.bits(*config.background.mask_planes))
     background = estimate_background(exposure.image, config.background, background_masked)
-    image = exposure.image - background.image
-    invalid = (mask & exposure.bits(*config.detection.mask_planes)) != 0
+    del background_masked
+    image = np.subtract(exposure.image, background.image)
+    invalid = any_bits(mask, exposure.bits(*config.detection.mask_planes))
     if invalid.any():
         image[invalid] = 0.0  # no information there; keeps NaN under NO_DATA out of sums
     lap("background")
@@ -106,6 +107,20 @@ def measure_exposure(
     columns["ra"], columns["dec"] = np.asarray(ra, float), np.asarray(dec, float)
     lap("icsrc")
     return Measurement(catalog=_ordered(columns), background=background, timings=timings)
+
+
+#: Rows of a mask tested at once (no full-size integer temporary).
+_MASK_ROWS = 256
+
+
+def any_bits(mask: np.ndarray, bits: int) -> np.ndarray:
+    """Boolean plane: where ``mask`` has any of ``bits`` set."""
+    out = np.empty(mask.shape, dtype=bool)
+    bits = np.asarray(bits, dtype=np.uint64).astype(mask.dtype)  # bit 31 of an int32 too
+    for start in range(0, mask.shape[0], _MASK_ROWS):
+        band = slice(start, start + _MASK_ROWS)
+        np.not_equal(mask[band] & bits, 0, out=out[band])
+    return out
 
 
 def apply_aperture_corrections(columns: dict[str, np.ndarray], exposure: Exposure) -> None:
