@@ -22,12 +22,27 @@ from pathlib import Path
 from astropy.io import fits
 
 from calibstream.failures import TransientFailure, failure_of
+from calibstream.io.exposure import read_metadata
 from calibstream.io.outputs import exposure_dir, read_summary, write_failure
 from streams import events
+from streams.codec import encode
 from streams.runner import Context, Message, run_chain
-from streams.worker import characterized_exposure
 
 log = logging.getLogger("calibstream.batch")
+
+
+def characterized_exposure(path: Path) -> tuple[int, bytes, bytes]:
+    """(EXPID, key, encoded value) of a file's characterized-exposure event: the metadata of
+    its primary header (a file without a readable one raises), its absolute path as URI.
+    (Here, not in ``streams.worker``: the batch command never loads faust or aiokafka.)"""
+    path = Path(path).resolve()
+    metadata = read_metadata(path)
+    record = events.characterized_exposure_event(metadata, str(path))
+    return (
+        metadata.expid,
+        events.exposure_key(metadata.expid),
+        encode("characterized_exposure", record),
+    )
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,10 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from itertools import accumulate
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-import redis
+if TYPE_CHECKING:
+    import redis
 
 from streams.readmodel_index import (
     READ_BUDGET,

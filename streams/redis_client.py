@@ -16,12 +16,11 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+if TYPE_CHECKING:  # imported when a client is made: `calibstream calibrate` never loads redis
+    import redis
 
 __all__ = ["COUNTERS", "RedisClient", "json_text", "loads_row"]
 
@@ -33,9 +32,13 @@ T = TypeVar("T")
 #: model's counters, and the shard cache's ``cache:hit`` / ``cache:miss``.
 COUNTERS = "counters"
 
+
 # Errors that mean "Redis is not reachable or not usable now": an outage, with back-off.
 # (BusyLoadingError and AuthenticationError are ConnectionError subclasses in redis-py.)
-_OUTAGE = (redis.ConnectionError, redis.TimeoutError, OSError)
+def _outage_errors() -> tuple[type[BaseException], ...]:
+    import redis
+
+    return (redis.ConnectionError, redis.TimeoutError, OSError)
 
 
 def _redact(url: str | None) -> str | None:
@@ -122,6 +125,10 @@ class RedisClient:
         self._client: redis.Redis | None = None
         if url is None:
             return
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
         try:
             self._client = redis.Redis.from_url(
                 url,
@@ -196,9 +203,11 @@ class RedisClient:
             if self._state == "down" and self._clock() < self._retry_at:
                 self._skipped += 1
                 return default
+        import redis
+
         try:
             result = fn(client)
-        except _OUTAGE as exc:
+        except _outage_errors() as exc:
             self._outage(client, exc)
             return default
         except redis.RedisError as exc:  # Redis answered with an error (OOM, WRONGTYPE...)

@@ -19,10 +19,8 @@ from pathlib import Path
 import faust
 from aiokafka import AIOKafkaProducer
 
-from calibstream.io.exposure import read_metadata
-from streams import events
 from streams.app import build_service
-from streams.codec import encode
+from streams.batch import characterized_exposure
 from streams.kafka_admin import acreate_topics, run_sync
 from streams.limits import check_limits
 from streams.readmodel import RedisReadModel
@@ -84,19 +82,6 @@ def producer(stream: StreamSettings) -> AIOKafkaProducer:
         max_batch_size=max(16384, stream.max_message_bytes),
         max_request_size=stream.max_message_bytes,
         enable_idempotence=False,
-    )
-
-
-def characterized_exposure(path: Path) -> tuple[int, bytes, bytes]:
-    """(EXPID, key, encoded value) of a file's characterized-exposure event: the metadata of
-    its primary header (a file without a readable one raises), its absolute path as URI."""
-    path = Path(path).resolve()
-    metadata = read_metadata(path)
-    record = events.characterized_exposure_event(metadata, str(path))
-    return (
-        metadata.expid,
-        events.exposure_key(metadata.expid),
-        encode("characterized_exposure", record),
     )
 
 
