@@ -166,3 +166,17 @@ def test_no_import_circle():
         if name not in state:
             visit(name, [name])
     assert not circles, f"import circles: {circles}"
+
+
+def test_batch_command_path_loads_no_streaming_package():
+    """``calibstream calibrate`` (streams.cli → streams.batch) imports neither faust nor the
+    Kafka and Redis clients: a fresh process pays only for the science stack (issue 17)."""
+    code = (
+        "import sys, streams.cli, streams.batch, streams.readmodel\n"
+        f"bad = {sorted(FORBIDDEN | {'aiohttp'})!r}\n"
+        "print(','.join(sorted(n for n in sys.modules if n.split('.')[0] in bad)))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "", f"loaded: {result.stdout.strip()}"
