@@ -44,6 +44,13 @@ import numpy as np  # noqa: E402
 from astropy.io import fits  # noqa: E402
 from astropy.table import Table  # noqa: E402
 from astropy.wcs import WCS, FITSFixedWarning  # noqa: E402
+from fresh import (  # noqa: E402  (benchmarks/fresh.py, beside this script)
+    RECORD,
+    calibstream_command,
+    fresh_pairs,
+    report,
+    run_measured,
+)
 from measure import gaussian_filter_file  # noqa: E402  (benchmarks/measure.py, beside this script)
 
 from calibstream.astrometry.refcat import angular_separation, footprint_circle, ingest_refcat  # noqa: E402
@@ -293,9 +300,10 @@ def run_sextractor(exe: str, image: Path, weight: Path, saturation: float, work:
         "-STARNNW_NAME",
         "/dev/null",
     ]
-    start = time.perf_counter()
-    subprocess.run(command, check=True, cwd=work)
-    return time.perf_counter() - start
+    done = run_measured(command, work)
+    if done.returncode != 0:
+        raise subprocess.CalledProcessError(done.returncode, command)
+    return done.wall
 
 
 def run_scamp(exe: str, work: Path) -> tuple[float, str]:
@@ -337,10 +345,8 @@ def run_scamp(exe: str, work: Path) -> tuple[float, str]:
         "-VERBOSE_TYPE",
         "NORMAL",
     ]
-    start = time.perf_counter()
-    done = subprocess.run(command, cwd=work, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    log = done.stdout + done.stderr
+    done = run_measured(command, work, capture=True)
+    seconds, log = done.wall, done.output
     if done.returncode != 0 or not (work / "se.head").is_file():
         raise RuntimeError(f"scamp failed (exit {done.returncode}):\n{log}")
     return seconds, log
@@ -406,6 +412,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--config", default=None, help="calibstream TOML configuration")
+    parser.add_argument(
+        "--fresh",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also run N pairs of fresh processes in turn: `calibstream calibrate` of the "
+        "exposure, then source-extractor and scamp; medians, ratios and peak memory",
+    )
     args = parser.parse_args()
     sextractor = shutil.which("source-extractor") or shutil.which("sex")
     scamp = shutil.which("scamp")
@@ -533,6 +547,34 @@ def main() -> None:
             f"exposure), WCS at least as accurate as SCAMP's "
             f"({'met' if accurate else 'missed'})"
         )
+        if args.fresh:
+            _fresh(args, work, path, store, run_peer)
+
+
+def _fresh(args, work: Path, path: Path, store: Path, run_peer) -> None:
+    """``--fresh N``: the command a user runs against the peer's two, fresh processes."""
+    peer_peaks: dict[str, float] = {}
+
+    def ours(i: int):
+        command = calibstream_command(path, store, work / f"fresh{i}", args.config)
+        done = run_measured(command, work)
+        if done.returncode != 0:
+            raise RuntimeError(f"calibstream calibrate failed (exit {done.returncode})")
+        return done
+
+    def peer():
+        first = len(RECORD)
+        run_peer()
+        runs = RECORD[first:]
+        for name, usage in runs:
+            peer_peaks[name] = max(peer_peaks.get(name, 0.0), usage.peak_mb)
+        total = runs[0][1]
+        for _, usage in runs[1:]:
+            total = total + usage
+        return total
+
+    mine, theirs = fresh_pairs(ours, peer, args.fresh)
+    print(report(mine, theirs, peer_peaks))
 
 
 def _print_wcs(rows: list[tuple[str, np.ndarray]]) -> None:
