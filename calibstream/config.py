@@ -189,9 +189,9 @@ class AstrometryConfig:
     sip_order: int = 3  # total order of the pixel → sky polynomial (A_ORDER = B_ORDER)
     #: Search range of the first-guess WCS's errors: shift of the chip centre,
     #: rotation and relative scale error.
-    max_offset_arcsec: float = 90.0
-    max_rotation_deg: float = 3.0
-    max_scale_error: float = 0.03
+    max_offset_arcsec: float = 180.0
+    max_rotation_deg: float = 6.0
+    max_scale_error: float = 0.06
     #: Re-matching radius after the pattern solution; it shrinks over the
     #: iterations (never below a few times the scatter of the matches).
     match_radius_arcsec: float = 1.0
@@ -235,8 +235,9 @@ class CalibrationConfig:
     """Reference loading and the final source-to-reference matches."""
 
     #: Reference stars are loaded this far beyond the first-guess footprint, so
-    #: that a first guess off by up to a minute of arc still finds its stars.
-    footprint_margin_deg: float = 0.03
+    #: that a first guess within the astrometric search range (180″, and 6% of
+    #: a 4k chip's half-diagonal) still finds its stars.
+    footprint_margin_deg: float = 0.06
     #: After the astrometric fit, sources and references this close are matched
     #: (matches.fits and the photometric calibration).
     match_radius_arcsec: float = 0.5

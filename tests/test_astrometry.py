@@ -261,6 +261,38 @@ def test_poor_first_guesses_all_succeed(request, name, seed, config):
     assert not failures, "\n".join(failures)
 
 
+@pytest.mark.parametrize("kind", ["offset 150″", "rotation 5°", "scale 5%"])
+@pytest.mark.parametrize("name, seed", [("big", 21), ("dense", 22)])
+def test_wide_first_guesses_are_captured_by_default(request, name, seed, kind):
+    """Issue 16: 20 first guesses each at 150″, at ±5° or at ±5% (the others small)."""
+    scene = request.getfixturevalue(name)
+    rng = np.random.default_rng(seed)
+    failures, worst_max = [], 0.0
+    for _ in range(20):
+        sign = rng.choice([-1.0, 1.0])
+        offset, rotation = rng.uniform(0, 20), rng.uniform(-0.5, 0.5)
+        scale = 1.0 + rng.uniform(-0.005, 0.005)
+        if kind.startswith("offset"):
+            offset = 150.0
+        elif kind.startswith("rotation"):
+            rotation = 5.0 * sign
+        else:
+            scale = 1.0 + 0.05 * sign
+        guess = perturbed(scene.truth.wcs, offset, rng.uniform(0, 2 * np.pi), rotation, scale)
+        label = f'offset {offset:.1f}" rotation {rotation:+.2f}° scale {scale:.4f}'
+        try:
+            result = scene.fit(guess)
+        except AstrometryError as exc:
+            failures.append(f"{label}: {exc}")
+            continue
+        rms, worst = errors_vs_truth(result.wcs, scene.truth.wcs, scene.exposure.shape)
+        worst_max = max(worst_max, worst)
+        if rms > RMS_MAX_MAS or worst > WORST_MAX_MAS:
+            failures.append(f"{label}: rms {rms:.2f} max {worst:.2f} mas")
+    print(f"\n{name}, {kind}: 20 first guesses, worst max {worst_max:.2f} mas")
+    assert not failures, "\n".join(failures)
+
+
 def test_plain_tan_first_guess_without_distortion(big):
     guess = perturbed(big.truth.wcs, 45.0, 1.0, 1.5, 0.985)
     guess.sip = None

@@ -18,9 +18,11 @@ transform ``ref = s · R(θ) · src + t``; we find it by voting, all vectorised:
 2. shift: for each of the few best significant (θ, s) cells, every bright
    source transformed by it against every bright reference star votes for ``t``;
 3. verification: all sources are transformed and matched to all reference
-   stars within a few pixels; the candidate with the most matches wins if
-   that number is well above the matches expected by chance from the
-   densities, and a least-squares similarity from its matches is re-verified.
+   stars within a few pixels; a least-squares similarity from its matches is
+   re-verified, and a candidate whose matches spread over the radius as
+   chance ones do (rms > ``TIGHT_FRACTION`` of it) is rejected before any
+   fit; the candidate with the most matches wins if that number is well
+   above the matches expected by chance from the densities.
 
 Loops run over the few candidate solutions and over chunks of pair
 combinations (to bound memory), never over sources or pairs.
@@ -46,6 +48,9 @@ CHUNK = 2_000_000
 #: A rotation/scale cell is a candidate when random pairs would fill one cell of the
 #: histogram with as many votes less often than this (Poisson, times the number of cells).
 VOTE_FALSE_ALARM = 1e-3
+#: A candidate is verified only when its matches' rms distance is within this fraction of
+#: the verification radius: true matches sit at the centroid errors, chance ones at 0.71.
+TIGHT_FRACTION = 0.4
 #: A Rayleigh median: median of |r| for an isotropic 2-D Gaussian of unit σ per axis.
 RAYLEIGH_MEDIAN = math.sqrt(2.0 * math.log(2.0))
 
@@ -120,6 +125,8 @@ def match_pattern(
             src_all[bright_src], ref_xy[bright_ref], rotation, scale, max_offset, shift_bin
         )
         (rotation, scale, shift), pairs = verifier.refined(rotation, scale, shift)
+        if not verifier.tight(rotation, scale, shift, pairs):
+            continue  # matches spread over the radius as chance ones do: a wrong candidate
         if best is None or pairs[0].size > best.n_verified:
             best = PatternSolution(
                 rotation_deg=float(rotation),
@@ -226,6 +233,15 @@ class _Verifier:
     def pairs(self, rotation, scale, shift) -> tuple[np.ndarray, np.ndarray]:
         """One-to-one (source, reference) rows within ``radius`` under the similarity."""
         return _verify(self.src, self.ref_tree, rotation, scale, shift, self.radius)
+
+    def tight(self, rotation, scale, shift, pairs) -> bool:
+        """Whether the pairs' rms distance under the similarity is within ``TIGHT_FRACTION``
+        of the radius (chance pairs, uniform in the circle, give 0.71 of it)."""
+        if pairs[0].size == 0:
+            return False
+        moved = similarity(self.src[pairs[0]], rotation, scale, shift)
+        rms = math.sqrt(float(np.mean(np.sum((moved - self.ref[pairs[1]]) ** 2, axis=1))))
+        return rms <= TIGHT_FRACTION * self.radius
 
     def refined(self, rotation, scale, shift):
         """The similarity and its pairs; a least-squares refit if it verifies as many or more."""
