@@ -101,7 +101,12 @@ class PhotometryConfig:
     #: Fraction of the calibration stars held out of the fit (chosen from the
     #: exposure id, so a replay reserves the same stars), to judge the fit.
     reserve_fraction: float = 0.1
-    min_stars: int = 5  # fewer stars left to fit: PhotometryError
+    min_stars: int = 1  # fewer stars left to fit: PhotometryError
+    #: A zero-point from this many stars or fewer is flagged (MAGZERO_FEW) and its
+    #: intrinsic scatter is at least ``few_sigma_int`` (mag): from so few stars the
+    #: χ²/dof = 1 estimate is too noisy to trust (at n = 2 it rests on one difference).
+    few_stars: int = 5
+    few_sigma_int: float = 0.02
     #: Catalog flags that disqualify a calibration star.
     reject_flags: tuple[str, ...] = (
         "flag_edge",
@@ -133,7 +138,9 @@ class PhotometryConfig:
             "clip_sigma": self.clip_sigma > 0,
             "clip_iterations": self.clip_iterations >= 0,
             "reserve_fraction": 0.0 <= self.reserve_fraction < 1.0,
-            "min_stars": self.min_stars >= 2,
+            "min_stars": self.min_stars >= 1,
+            "few_stars": self.few_stars >= 0,
+            "few_sigma_int": self.few_sigma_int >= 0,
             "max_extendedness": self.max_extendedness >= 0,
             "extendedness_nsigma": self.extendedness_nsigma >= 0,
             "isolation_fwhm": self.isolation_fwhm >= 0,

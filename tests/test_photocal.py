@@ -380,6 +380,23 @@ def test_too_few_stars_is_a_photometry_error(big):
     keep = np.flatnonzero(candidate)[:4]
     only = np.zeros_like(candidate)
     only[keep] = True
+    args = (
+        big.catalog["psf_flux"][big.rows],
+        big.catalog["psf_flux_err"][big.rows],
+        big.truth.exptime,
+        big.primary,
+        big.primary_err,
+        big.secondary,
+        big.secondary_err,
+        big.colorterm,
+    )
+    few = fit_zeropoint(*args, only, big.truth.expid, PhotometryConfig())
+    assert few.nobj == 4 and few.few_stars and few.sigma_int >= 0.02  # flagged, floored
+    assert abs(few.magzero - big.truth.magzero) < 3 * few.magzero_err
+    with pytest.raises(PhotometryError) as info:
+        fit_zeropoint(*args, np.zeros_like(candidate), big.truth.expid, PhotometryConfig())
+    assert info.value.kind == "photometry"
+    assert "0 calibration stars, need 1" in info.value.reason
     with pytest.raises(PhotometryError) as info:
         fit_zeropoint(
             big.catalog["psf_flux"][big.rows],
@@ -392,7 +409,7 @@ def test_too_few_stars_is_a_photometry_error(big):
             big.colorterm,
             only,
             big.truth.expid,
-            PhotometryConfig(),
+            PhotometryConfig(min_stars=5),
         )
     assert info.value.kind == "photometry"
     assert "4 calibration stars, need 5" in info.value.reason

@@ -146,8 +146,9 @@ def calexp_header(
         cards += [
             ("MAGZERO", float(photometry.magzero), "mag of 1 e-/s (psf_flux/EXPTIME)"),
             ("MAGZERO_ERR", float(photometry.magzero_err), "uncertainty of MAGZERO"),
-            ("MAGZERO_RMS", float(photometry.magzero_rms), "scatter of the stars used"),
+            ("MAGZERO_RMS", finite_or_none(photometry.magzero_rms), "scatter of the stars used"),
             ("MAGZERO_NOBJ", int(photometry.nobj), "stars used for MAGZERO"),
+            ("MAGZERO_FEW", bool(photometry.few_stars), "MAGZERO from few stars"),
         ]
         cards += [
             (f"COLORTERM{i + 1}", float(c), f"colour term c{i}")

@@ -16,7 +16,7 @@ the reference magnitudes of the colour term's two bands.
   χ²/dof = 1 (Paule–Mandel; 0 when the stated errors already explain the
   scatter), and iterative clipping of normalised residuals at ``clip_sigma``
   robust (MAD) sigmas. ``MAGZERO_ERR = 1 / sqrt(Σ w)``, so it grows with any
-  scatter the stated errors do not explain.
+  scatter the stated errors do not explain (σ_int ≥ ``few_sigma_int`` from few stars).
 
 Sign of everything: ``mag = MAGZERO - 2.5 log10(psf_flux / EXPTIME)``.
 """
@@ -32,7 +32,7 @@ from scipy.spatial import cKDTree
 
 from calibstream.config import ColorTerm, PhotometryConfig
 from calibstream.errors import PhotometryError
-from calibstream.photometry.zeropoint_stats import clip_zeropoints, weighted_fit
+from calibstream.photometry.zeropoint_stats import clip_zeropoints, floored_fit
 
 #: mag per unit relative flux error: 2.5 / ln 10.
 MAG_PER_RELATIVE_FLUX = 2.5 / math.log(10.0)
@@ -61,6 +61,7 @@ class PhotoCalResult:
     zeropoints: np.ndarray  # ZP_i per row (NaN where it cannot be formed)
     zeropoint_errs: np.ndarray  # stated σ_i per row, without σ_int
     iterations: int  # clipping iterations run
+    few_stars: bool = False  # MAGZERO_FEW: nobj <= few_stars (σ_int ≥ few_sigma_int)
 
     @property
     def nreserved(self) -> int:
@@ -215,7 +216,7 @@ def fit_zeropoint(
             f"need {config.min_stars}",
             where="photometry",
         )
-    return _photocal_result(stars, rows, reserved, colorterm, iterations)
+    return _photocal_result(stars, rows, reserved, colorterm, iterations, config)
 
 
 @dataclass(frozen=True, eq=False)
@@ -314,17 +315,20 @@ def _photocal_result(
     reserved: np.ndarray,
     colorterm: ColorTerm,
     iterations: int,
+    config: PhotometryConfig,
 ) -> PhotoCalResult:
-    """MAGZERO by the weighted mean of ``rows``, with the reserved stars' check."""
+    """MAGZERO by the weighted mean of ``rows`` (σ_int ≥ ``few_sigma_int`` from few stars)."""
     zeropoints, sigma, valid = stars.zeropoints, stars.sigma, stars.valid
-    magzero, magzero_err, sigma_int, weights = weighted_fit(zeropoints[rows], sigma[rows])
+    floor = config.few_sigma_int if rows.size <= config.few_stars else 0.0
+    magzero, magzero_err, sigma_int, weights = floored_fit(zeropoints[rows], sigma[rows], floor)
+    rms = float(np.sqrt(np.mean((zeropoints[rows] - magzero) ** 2))) if rows.size > 1 else math.nan
     used = np.zeros(zeropoints.size, dtype=bool)
     used[rows] = True
     offsets = zeropoints[reserved] - magzero
     return PhotoCalResult(
         magzero=magzero,
         magzero_err=magzero_err,
-        magzero_rms=float(np.sqrt(np.mean((zeropoints[rows] - magzero) ** 2))),
+        magzero_rms=rms,
         nobj=int(rows.size),
         colorterm=colorterm.coefficients,
         used=used,
@@ -336,6 +340,7 @@ def _photocal_result(
         zeropoints=np.where(valid, zeropoints, np.nan),
         zeropoint_errs=np.where(valid, sigma, np.nan),
         iterations=iterations,
+        few_stars=bool(rows.size <= config.few_stars),
     )
 
 

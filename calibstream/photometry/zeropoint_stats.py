@@ -24,9 +24,12 @@ def clip_zeropoints(
     kept ones: a χ²-based σ_int refitted on clipped stars would shrink, then
     clip the precise stars that reveal it, and so on. The centre starts at the
     median ZP_i and is then the weighted mean of the kept stars; every star is
-    judged afresh each round (a clipped star may return).
+    judged afresh each round (a clipped star may return). ``few_stars`` or fewer
+    are never clipped: a robust scale from so few says nothing.
     """
     keep = np.ones(z.size, dtype=bool)
+    if z.size <= config.few_stars:
+        return keep, 0
     centre = float(np.median(z))
     iterations = 0
     for _ in range(config.clip_iterations):
@@ -91,3 +94,22 @@ def weighted_fit(z: np.ndarray, s: np.ndarray) -> tuple[float, float, float, np.
     w = 1.0 / (var + extra)
     total = np.sum(w)
     return float(np.sum(w * z) / total), float(1.0 / np.sqrt(total)), math.sqrt(extra), w
+
+
+def floored_fit(
+    z: np.ndarray, s: np.ndarray, floor: float
+) -> tuple[float, float, float, np.ndarray]:
+    """:func:`weighted_fit` with the extra scatter σ_int at least ``floor`` (mag).
+
+    For a zero-point from a few stars: with n = 2 the χ²/dof = 1 condition
+    gives σ_int² = max(((z₁ - z₂)² - s₁² - s₂²) / 2, 0), one difference's
+    excess, zero about two times in three; with n = 1 there is nothing to
+    estimate it from. A floor keeps the error from trusting that luck.
+    """
+    mean, err, extra, w = weighted_fit(z, s) if z.size > 1 else (0.0, 0.0, 0.0, None)
+    if z.size > 1 and extra >= floor:
+        return mean, err, extra, w
+    extra = max(extra, floor)
+    w = 1.0 / (s**2 + extra**2)
+    total = np.sum(w)
+    return float(np.sum(w * z) / total), float(1.0 / np.sqrt(total)), extra, w
