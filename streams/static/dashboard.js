@@ -155,7 +155,9 @@ function drawCharts() {
     calib.layout({ shapes: lines, xaxis: { title: { text: "persisted (UTC)" }, type: "date" }, yaxis: { title: { text: "seconds (lines: p50, p95)" }, rangemode: "tozero" } }),
     calib.config,
   );
-  night.draw([...state.rows.values()].filter(night.calibrated));
+  // The night's quality charts: drawn just after the first render (see start()), then with
+  // every redraw.
+  if (state.nightDrawn) night.draw([...state.rows.values()].filter(night.calibrated));
   document.getElementById("shown").textContent = String(state.rows.size);
 }
 
@@ -299,15 +301,21 @@ async function start() {
   drawSummary();
   drawCharts();
   drawTables();
-  for (const div of ["zp-chart", "rms-chart", "ast-chart", "latency-chart", ...night.charts()]) {
-    document.getElementById(div).on("plotly_click", (data) => {
-      const found = data.points[0] && data.points[0].customdata;
-      const expid = Array.isArray(found) ? found[0] : found;
-      if (expid != null) location.href = `/exposure/${expid}`;
-    });
-  }
+  const clickable = (div) => document.getElementById(div).on("plotly_click", (data) => {
+    const found = data.points[0] && data.points[0].customdata;
+    const expid = Array.isArray(found) ? found[0] : found;
+    if (expid != null) location.href = `/exposure/${expid}`;
+  });
+  for (const div of ["zp-chart", "rms-chart", "ast-chart", "latency-chart"]) clickable(div);
   window.calibstreamFirstRenderMs = performance.now();
   window.calibstreamTimings = { scriptsMs, dataMs, drawnMs: window.calibstreamFirstRenderMs };
+  // The four night charts (seeing, sky, m5, t_eff) come in the next task: the zero-point,
+  // the tables and the cards are on screen first.
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  state.nightDrawn = true;
+  night.draw([...state.rows.values()].filter(night.calibrated));
+  for (const div of night.charts()) clickable(div);
+  window.calibstreamTimings.nightMs = performance.now();
   document.body.dataset.ready = "1";
   listen();
 }
