@@ -55,8 +55,9 @@ def matched_filter_snr(
 
     Lean in memory (one 4k×4k plane is 64 MB): one zero-padded float32 buffer holds the
     weights, then the weighted pixels; each correlation is one real FFT, multiplied in
-    place by the kernel's transform (made a band of columns at a time), and transformed
-    back over its own buffer. At most three padded planes are alive at once.
+    place by the kernel's transform (made a band of columns at a time). The denominator is
+    transformed back whole; the numerator a band of rows at a time, each band divided and
+    written over the denominator's rows already used. At most two padded planes at once.
     """
     ny, nx = image.shape
     ky, kx = psf.shape
@@ -68,34 +69,42 @@ def matched_filter_snr(
     weight = padded[:ny, :nx]
     np.divide(np.float32(1), variance, out=weight, dtype=np.float32)
     weight[invalid] = 0
-    denominator = _correlate(padded, psf * psf, (ny, nx))
+    spectrum = _filtered_spectrum(padded, psf * psf)
+    full = scipy.fft.irfft(spectrum, shape[1], axis=1, workers=1, overwrite_x=True)
+    del spectrum
+    denominator = full[ky // 2 : ky // 2 + ny, kx // 2 : kx // 2 + nx]
     np.multiply(weight, image, out=weight, dtype=np.float32)  # now the weighted pixels
     weight[invalid] = 0
     del weight
     buffer = [padded]
     del padded
-    numerator = _correlate(buffer, psf, (ny, nx))  # frees the padded pixels once transformed
+    spectrum = _filtered_spectrum(buffer, psf)  # frees the padded pixels once transformed
     floor = np.float32(1e-12 * float(denominator.max(initial=0)))
-    empty = ~(denominator > floor)
-    denominator[empty] = 1
-    np.sqrt(denominator, out=denominator)
-    snr = np.divide(numerator, denominator)  # the one contiguous full-size result
-    snr[empty] = 0
+    snr = full.reshape(-1)[: ny * nx].reshape(ny, nx)  # contiguous, over the denominator
+    for start in range(0, ny, _ROWS):
+        rows = slice(start, min(start + _ROWS, ny))
+        band = spectrum[start + ky // 2 : rows.stop + ky // 2]
+        numerator = scipy.fft.irfft(band, shape[1], axis=1, workers=1)[:, kx // 2 : kx // 2 + nx]
+        sigma = denominator[rows].copy()  # read before snr's rows overwrite them
+        empty = ~(sigma > floor)
+        sigma[empty] = 1
+        np.sqrt(sigma, out=sigma)
+        np.divide(numerator, sigma, out=numerator)
+        numerator[empty] = 0
+        snr[rows] = numerator  # snr's rows end before the denominator's next row starts
     return snr
 
 
 #: Columns of the kernel's transform made at once (a few MB of complex64).
 _KERNEL_BAND = 256
+#: Rows of the numerator transformed back at once.
+_ROWS = 256
 
 
-def _correlate(
-    padded: np.ndarray | list[np.ndarray], kernel: np.ndarray, size: tuple[int, int]
-) -> np.ndarray:
-    """``data ⋆ kernel`` ('same' size, zero padded), ``data`` being ``padded[:ny, :nx]``
-    (zeros around it); a view into the padded result. Real FFTs in float32, one core.
+def _filtered_spectrum(padded: np.ndarray | list[np.ndarray], kernel: np.ndarray) -> np.ndarray:
+    """The spectrum of ``padded ⋆ kernel``, transformed back along the columns (in place):
+    an irfft along the rows makes the correlation. Real FFTs in float32, one core.
     ``padded`` given in a list is taken out of it and freed once transformed."""
-    ny, nx = size
-    ky, kx = kernel.shape
     data = padded.pop() if isinstance(padded, list) else padded
     full_shape = data.shape
     spectrum = scipy.fft.rfft2(data, workers=1)
@@ -106,12 +115,8 @@ def _correlate(
     for start in range(0, spectrum.shape[1], _KERNEL_BAND):
         band = slice(start, start + _KERNEL_BAND)
         spectrum[:, band] *= scipy.fft.fft(rows[:, band], full_shape[0], axis=0, workers=1)
-    # irfft2 as its two passes: in place along the columns, then one real output (irfft2
-    # itself would hold a third full-size plane).
-    spectrum = scipy.fft.ifft(spectrum, axis=0, workers=1, overwrite_x=True)
-    full = scipy.fft.irfft(spectrum, full_shape[1], axis=1, workers=1, overwrite_x=True)
-    del spectrum
-    return full[ky // 2 : ky // 2 + ny, kx // 2 : kx // 2 + nx]  # a view: no copy
+    # irfft2's first pass, in place (irfft2 itself would hold a third full-size plane).
+    return scipy.fft.ifft(spectrum, axis=0, workers=1, overwrite_x=True)
 
 
 def detect_sources(
