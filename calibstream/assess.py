@@ -69,9 +69,9 @@ def assess(
     nmatch = _figure(header, "ASTNMATCH")
     figures = Figures(
         astrms_mas=_figure(header, "ASTRMS") if fitted else None,
-        astnmatch=None if nmatch is None else int(nmatch),
+        astnmatch=None if nmatch is None or not fitted else int(nmatch),
         magzero_rms=_figure(header, "MAGZERO_RMS") if magzero is not None else None,
-        magzero_nobj=None if nobj is None else int(nobj),
+        magzero_nobj=None if nobj is None or magzero is None else int(nobj),
         colours=colours,
     )
     verdicts = judge(stats, figures, metadata.exptime, fiducial, config.verdicts)

@@ -111,14 +111,14 @@ class VerdictConfig:
     max_astrom_offset: float = 0.5
     #: Astrometric: ASTRMS, mas (the fit itself fails past ``[astrometry] max_rms_mas``).
     max_astrms: float = 50.0
-    #: Astrometric: fewer matches than this in the fit (the fit needs ``[astrometry]
-    #: min_matches``, so by default a fit that succeeds is not flagged for its count).
+    #: Astrometric: fewer matches than this in the fit (a sparse chip's fit by direct
+    #: matching, below ``[astrometry] min_matches``, down to a one-star shift).
     min_astrometric_matches: int = 10
     #: Photometric: MAGZERO_RMS, mag.
     max_magzero_rms: float = 0.05
-    #: Photometric: fewer stars than this in the zero-point (``[photometry] min_stars`` is
-    #: the fit's own minimum).
-    min_photometric_stars: int = 5
+    #: Photometric: fewer stars than this in the zero-point (6: the few-star zero-points
+    #: that MAGZERO_FEW marks, ``[photometry] few_stars`` = 5 or fewer).
+    min_photometric_stars: int = 6
     #: Photometric colour coverage: the span (5th to 95th percentile) of the reference
     #: colours (primary - secondary) of the stars used, mag.
     min_colour_span: float = 0.2

@@ -106,7 +106,9 @@ def _check(code: str, value: float | None, threshold: float, unit: str, most: bo
 
 @dataclass(frozen=True)
 class Figures:
-    """What the verdicts judge besides the summary statistics (None: not fitted)."""
+    """What the verdicts judge besides the summary statistics: ``astnmatch`` None when
+    astrometry did not fit, ``magzero_nobj`` None when photometry did not; ASTRMS and
+    MAGZERO_RMS may be unknown (a fit without freedom, one star) when they did."""
 
     astrms_mas: float | None
     astnmatch: int | None
@@ -122,10 +124,10 @@ def judge(
     fiducial: Fiducial | None,
     config: VerdictConfig,
 ) -> tuple[Verdict, ...]:
-    """The verdicts on what was fitted: astrometric when ASTRMS is known, photometric when
-    the zero-point is, image verdicts when the band has a fiducial."""
+    """The verdicts on what was fitted: astrometric when astrometry fitted, photometric when
+    the zero-point did, image verdicts when the band has a fiducial."""
     verdicts: list[Verdict] = []
-    if figures.astrms_mas is not None:
+    if figures.astnmatch is not None:
         verdicts += [
             _check("astrom_offset", stats.astromOffsetMean, config.max_astrom_offset, '"', True),
             _check("astrom_scatter", figures.astrms_mas, config.max_astrms, " mas", True),
@@ -133,7 +135,7 @@ def judge(
                 "astrom_few_matches", figures.astnmatch, config.min_astrometric_matches, "", False
             ),
         ]
-    if figures.magzero_rms is not None:
+    if figures.magzero_nobj is not None:
         verdicts += [
             _check("phot_scatter", figures.magzero_rms, config.max_magzero_rms, " mag", True),
             _check(
