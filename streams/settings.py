@@ -49,7 +49,8 @@ class StreamSettings:
     topic_prefix: str = "calibstream."  # topic name = prefix + role
     partitions: int = 4  # of every topic
     replication: int = 1
-    #: Science processes per worker (CPU-bound steps run there, off the event loop).
+    #: Science processes per worker (CPU-bound steps run there, off the event loop);
+    #: 0 runs the steps in one thread of the worker itself.
     science_processes: int = 1
     #: Events a worker's agents work on at once (per agent); the pool bounds the CPU.
     concurrency: int = 1
@@ -146,7 +147,7 @@ def load_deployment(path: str | os.PathLike[str] | None = None, **overrides: Any
 _AT_LEAST = {
     "partitions": 1,
     "replication": 1,
-    "science_processes": 1,
+    "science_processes": 0,  # 0: the steps run in a thread of the worker itself
     "concurrency": 1,
     "fetch_max_wait_ms": 0,
     "session_timeout_s": 0,
