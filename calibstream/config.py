@@ -212,15 +212,19 @@ class AstrometryConfig:
     #: few for its coefficients, or no significant improvement: F-test at 1 %).
     first_guess_distortion: bool = True
     #: The prior on the first guess's error (arcsec, its chip centre's displacement):
-    #: with too few sources or reference stars for a pattern (``min_matches``), or no
-    #: pattern found, the shift that most source-reference pairs within 3× this agree
-    #: on, if unique and above chance, pairs them directly. 0: pattern matching only.
+    #: with too few sources or reference stars for a pattern (``min_matches``), the
+    #: shift that most source-reference pairs within 3× this agree on, if unique and
+    #: above chance, pairs them directly. 0: pattern matching only.
     first_guess_error_arcsec: float = 5.0
+    #: The prior on the first guess's rotation (deg, 1σ; the same in radians of relative
+    #: scale): what the shift rung (1–2 stars), which fits neither, adds to its uncertainty.
+    first_guess_rotation_deg: float = 0.02
 
     def __post_init__(self) -> None:
         checks = {
             "sip_order": 1 <= self.sip_order <= 9,
             "first_guess_error_arcsec": self.first_guess_error_arcsec >= 0,
+            "first_guess_rotation_deg": self.first_guess_rotation_deg >= 0,
             "max_offset_arcsec": self.max_offset_arcsec > 0,
             "max_rotation_deg": 0 < self.max_rotation_deg <= 45,
             "max_scale_error": 0 < self.max_scale_error < 0.5,

@@ -34,13 +34,29 @@ DIRECT_FALSE_ALARM = 0.01
 DIRECT_MAX_CHANCE = 0.1
 
 
+def direct_bounds(frame, cfg) -> tuple[float, float, float]:
+    """``match_direct``'s trusted error, chip area (arcsec²) and spread of the shifts across
+    the chip: 3σ of the first guess's rotation and scale errors (``first_guess_rotation_deg``)
+    over the chip's diagonal (``frame``: a :class:`~.tangent.TangentFrame`)."""
+    area = frame.nx * frame.ny * frame.pixel_scale**2
+    diagonal = math.hypot(frame.nx, frame.ny) * frame.pixel_scale
+    spread = 3 * math.sqrt(2) * math.radians(cfg.first_guess_rotation_deg) * diagonal
+    return cfg.first_guess_error_arcsec, area, spread
+
+
 def match_direct(
-    src_xy: np.ndarray, ref_xy: np.ndarray, error_arcsec: float, area_arcsec2: float
+    src_xy: np.ndarray,
+    ref_xy: np.ndarray,
+    error_arcsec: float,
+    area_arcsec2: float,
+    spread_arcsec: float = 0.0,
 ) -> PatternSolution:
     """The shift most (source, reference) candidates within the trusted radius agree on.
 
     ``src_xy``, ``ref_xy``: (n, 2) tangent-plane positions (arcsec) through
-    the first guess; ``area_arcsec2`` the chip's area. Every source and
+    the first guess; ``area_arcsec2`` the chip's area; ``spread_arcsec`` how much
+    the shifts may differ across the chip by the first guess's rotation and
+    scale errors (added to ``DIRECT_AGREEMENT_ARCSEC``). Every source and
     reference star within ``DIRECT_RADIUS_FACTOR × error_arcsec`` is a
     candidate pair voting for its shift; the shift with the most candidates
     agreeing (within ``DIRECT_AGREEMENT_ARCSEC``) wins when no other shift has
@@ -48,6 +64,7 @@ def match_direct(
     :class:`AstrometryError` otherwise.
     """
     radius = DIRECT_RADIUS_FACTOR * error_arcsec
+    agreement = DIRECT_AGREEMENT_ARCSEC + spread_arcsec
     src_xy, ref_xy = np.asarray(src_xy, float), np.asarray(ref_xy, float)
     src_c, ref_c = _candidates(src_xy, ref_xy, radius)
     if src_c.size == 0:
@@ -58,14 +75,14 @@ def match_direct(
         )
     shifts = ref_xy[ref_c] - src_xy[src_c]
     tree = cKDTree(shifts)
-    votes = np.array([len(c) for c in tree.query_ball_point(shifts, DIRECT_AGREEMENT_ARCSEC)])
+    votes = np.array([len(c) for c in tree.query_ball_point(shifts, agreement)])
     best = int(np.argmax(votes))
-    apart = np.hypot(*(shifts - shifts[best]).T) > 2 * DIRECT_AGREEMENT_ARCSEC
+    apart = np.hypot(*(shifts - shifts[best]).T) > 2 * agreement
     second = int(votes[apart].max()) if apart.any() else 0
     # random candidates agreeing with one of them: Poisson, times the candidates (a cluster
     # of v is found from each of its v members)
     v = int(votes[best])
-    mean = (src_c.size - 1) * (DIRECT_AGREEMENT_ARCSEC / radius) ** 2
+    mean = (src_c.size - 1) * (agreement / radius) ** 2
     false_alarm = src_c.size / v * float(special.pdtrc(v - 2, mean)) if v > 1 else 0.0
     lone = src_xy.shape[0] / area_arcsec2 * math.pi * radius**2  # sources within r of a point
     if votes[best] <= second or false_alarm > DIRECT_FALSE_ALARM:
@@ -80,16 +97,14 @@ def match_direct(
             f"point with probability {lone:.2f} (> {DIRECT_MAX_CHANCE:g})",
             where="astrometry.match",
         )
-    return _solution(src_xy, ref_xy, src_c, ref_c, shifts, shifts[best])
+    return _solution(src_xy, ref_xy, shifts, shifts[best], agreement)
 
 
-def _solution(src_xy, ref_xy, src_c, ref_c, shifts, shift) -> PatternSolution:
+def _solution(src_xy, ref_xy, shifts, shift, agreement) -> PatternSolution:
     """One-to-one pairs of the candidates agreeing with ``shift``, as a pattern solution."""
-    near = np.hypot(*(shifts - shift).T) <= DIRECT_AGREEMENT_ARCSEC
+    near = np.hypot(*(shifts - shift).T) <= agreement
     shift = np.median(shifts[near], axis=0)
-    distance, nearest = cKDTree(ref_xy).query(
-        src_xy + shift, distance_upper_bound=DIRECT_AGREEMENT_ARCSEC
-    )
+    distance, nearest = cKDTree(ref_xy).query(src_xy + shift, distance_upper_bound=agreement)
     src_rows, ref_rows = unique_pairs(distance, nearest)
     return PatternSolution(
         rotation_deg=0.0,

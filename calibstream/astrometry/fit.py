@@ -56,7 +56,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from calibstream.astrometry.direct import match_direct
+from calibstream.astrometry.direct import direct_bounds, match_direct
 from calibstream.astrometry.matcher import PatternSolution, match_pattern
 from calibstream.astrometry.models import held_out_rms, uncertainty
 from calibstream.astrometry.refine import MatchInputs, Refined, refine
@@ -204,8 +204,8 @@ def fit_astrometry(
     ``ref_err_mas`` rank first (Gaia's errors grow with magnitude).
 
     With at least ``min_matches`` sources and reference stars, pattern
-    matching finds the first pairs; with fewer, or when no pattern stands
-    out, direct matching under ``first_guess_error_arcsec``
+    matching finds the first pairs; with fewer, direct matching under
+    ``first_guess_error_arcsec``
     (:mod:`calibstream.astrometry.direct`). Raises :class:`AstrometryError`
     when there is no source or reference star, when neither finds pairs, or
     when the fit's rms exceeds ``max_rms_mas``.
@@ -233,10 +233,9 @@ def fit_astrometry(
 
 
 def _first_pairs(src, ref, src_brightness, ref_rank, frame, margin, cfg) -> PatternSolution:
-    """Pattern matching when both lists reach ``min_matches``; else, or when it finds no
-    pattern, direct matching under the first guess's trusted error (if any)."""
+    """Pattern matching when both lists reach ``min_matches``; else direct matching under
+    the first guess's trusted error (if any)."""
     sparse = min(src.rows.size, ref.rows.size) < cfg.min_matches
-    area = frame.nx * frame.ny * frame.pixel_scale**2
     trusted = cfg.first_guess_error_arcsec > 0
     if sparse and not trusted:
         raise AstrometryError(
@@ -245,16 +244,10 @@ def _first_pairs(src, ref, src_brightness, ref_rank, frame, margin, cfg) -> Patt
             where="astrometry.match",
         )
     if sparse:
-        return match_direct(src.xy, ref.xy, cfg.first_guess_error_arcsec, area)
-    try:
-        return _match_brightest(src, ref, src_brightness, ref_rank, frame, margin, cfg)
-    except AstrometryError as exc:
-        if not trusted:
-            raise
-        try:
-            return match_direct(src.xy, ref.xy, cfg.first_guess_error_arcsec, area)
-        except AstrometryError:
-            raise exc from None
+        return match_direct(src.xy, ref.xy, *direct_bounds(frame, cfg))
+    # a rich chip without a pattern is not rescued by direct matching: among many
+    # candidates, chance agreements on a shift are too easy
+    return _match_brightest(src, ref, src_brightness, ref_rank, frame, margin, cfg)
 
 
 def _vectors(*arrays) -> tuple[np.ndarray, ...]:
@@ -332,10 +325,11 @@ def _result(
     """The final fit's residuals, checked, with indices into the caller's arrays."""
     final_src, final_ref = refined.source_index, refined.ref_index
     fit = refined.fit
-    res_ra, res_dec = _residuals_mas(fit.wcs, points.paired(final_src, final_ref))
+    pairs = points.paired(final_src, final_ref)
+    res_ra, res_dec = _residuals_mas(fit.wcs, pairs)
     n_matches = int(final_src.size)
     rms = held_out_rms(refined.loo_mas, fit.dof)
-    _check_final(n_matches, rms, cfg)
+    _check_final(n_matches, float(np.sqrt(np.mean(res_ra**2 + res_dec**2))), cfg)
     source_index = src_rows[final_src]
     used = np.zeros(n_src, dtype=bool)
     used[source_index] = True
@@ -360,7 +354,7 @@ def _result(
         match_radius_arcsec=refined.match_radius_arcsec,
         model=fit.model,
         dof=fit.dof,
-        **uncertainty(fit),
+        **uncertainty(fit, cfg.first_guess_rotation_deg, (np.mean(pairs.x), np.mean(pairs.y))),
         matching="direct" if pattern.votes == 0 and pattern.n_expected == 0 else "pattern",
     )
 
@@ -374,10 +368,10 @@ def _residuals_mas(wcs: WCS, pairs: MatchInputs) -> tuple[np.ndarray, np.ndarray
 
 
 def _check_final(n_matches: int, rms: float, cfg: AstrometryConfig) -> None:
-    """No match, or an rms above ``max_rms_mas``, fail the fit (NaN: no freedom to judge)."""
+    """No match, or an in-sample rms above ``max_rms_mas``, fail the fit."""
     if n_matches < 1:
         raise AstrometryError("no match survives the fit", where="astrometry.fit")
-    if math.isfinite(rms) and not rms <= cfg.max_rms_mas:
+    if not rms <= cfg.max_rms_mas:
         raise AstrometryError(
             f"absurd fit: rms of {n_matches} matches is {rms:.1f} mas "
             f"(> max_rms_mas = {cfg.max_rms_mas:g})",

@@ -140,14 +140,24 @@ def held_out_rms(loo_mas: np.ndarray, dof: int) -> float:
     return float(np.sqrt(np.mean(total)))
 
 
-def uncertainty(fit) -> dict:
+def uncertainty(fit, rotation_prior_deg: float = 0.0, pivot=None) -> dict:
     """ASTERR and ASTERRMX of a :class:`~calibstream.astrometry.sipfit.TanSipFit` on a 10 × 10
-    grid of the chip, and its 1σ function, scaled by max(χ²/dof, 1)."""
+    grid of the chip, and its 1σ function, scaled by max(χ²/dof, 1).
+
+    The shift rung fits neither rotation nor scale: its uncertainty adds the first guess's
+    (``rotation_prior_deg``, 1σ, and the same in radians of relative scale) times the
+    distance from ``pivot`` (the matches' mean pixel; default the chip centre), in quadrature.
+    """
     nx, ny = fit.wcs.pixel_shape
     factor = math.sqrt(max(fit.chi2 / fit.dof, 1.0)) if fit.dof > 0 else 1.0
+    mas_per_px = math.sqrt(abs(np.linalg.det(fit.wcs.pixel_scale_matrix))) * 3.6e6
+    prior = math.radians(rotation_prior_deg) if fit.model == "shift" else 0.0
+    centre = ((nx - 1) / 2.0, (ny - 1) / 2.0) if pivot is None else pivot
 
     def sigma_at(px, py):
-        return factor * fit.sigma_mas(np.asarray(px, float), np.asarray(py, float))
+        px, py = np.asarray(px, float), np.asarray(py, float)
+        radius = np.hypot(px - centre[0], py - centre[1]) * mas_per_px
+        return np.hypot(factor * fit.sigma_mas(px, py), math.sqrt(2.0) * prior * radius)
 
     gx, gy = np.meshgrid(np.linspace(0, nx - 1, 10), np.linspace(0, ny - 1, 10))
     sigma = sigma_at(gx.ravel(), gy.ravel())
