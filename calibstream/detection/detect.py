@@ -53,11 +53,10 @@ def matched_filter_snr(
 ) -> np.ndarray:
     """Point-source S/N at every pixel: the PSF fit amplitude over its error.
 
-    Lean in memory (one 4k×4k plane is 64 MB): one zero-padded float32 buffer holds the
-    weights, then the weighted pixels; each correlation is one real FFT, multiplied in
-    place by the kernel's transform (made a band of columns at a time). The denominator is
-    transformed back whole; the numerator a band of rows at a time, each band divided and
-    written over the denominator's rows already used. At most two padded planes at once.
+    Lean in memory (one 4k×4k plane is 64 MB): two zero-padded float32 buffers, one for
+    the weights (then the denominator), one for the weighted pixels (then the numerator),
+    each transformed in place (:func:`_correlate_in_place`); the numerator goes back a band
+    of rows at a time, divided, into the denominator's rows already used.
     """
     ny, nx = image.shape
     ky, kx = psf.shape
@@ -65,20 +64,15 @@ def matched_filter_snr(
         scipy.fft.next_fast_len(ny + ky - 1, real=True),
         scipy.fft.next_fast_len(nx + kx - 1, real=True),
     )
-    padded = np.zeros(shape, dtype=np.float32)
-    weight = padded[:ny, :nx]
-    np.divide(np.float32(1), variance, out=weight, dtype=np.float32)
-    weight[invalid] = 0
-    spectrum = _filtered_spectrum(padded, psf * psf)
-    full = scipy.fft.irfft(spectrum, shape[1], axis=1, workers=1, overwrite_x=True)
-    del spectrum
+    full = _weights(shape, variance, invalid)
+    _correlate_in_place(full, psf * psf, shape[1])
+    full = full.reshape(-1)[: shape[0] * shape[1]].reshape(shape)  # its real result
     denominator = full[ky // 2 : ky // 2 + ny, kx // 2 : kx // 2 + nx]
-    np.multiply(weight, image, out=weight, dtype=np.float32)  # now the weighted pixels
-    weight[invalid] = 0
-    del weight
-    buffer = [padded]
-    del padded
-    spectrum = _filtered_spectrum(buffer, psf)  # frees the padded pixels once transformed
+    weighted = _weights(shape, variance, invalid)
+    pixels = weighted[:ny, :nx]
+    np.multiply(pixels, image, out=pixels, dtype=np.float32)
+    pixels[invalid] = 0
+    spectrum = _correlate_in_place(weighted, psf, shape[1], back=False)
     floor = np.float32(1e-12 * float(denominator.max(initial=0)))
     snr = full.reshape(-1)[: ny * nx].reshape(ny, nx)  # contiguous, over the denominator
     for start in range(0, ny, _ROWS):
@@ -95,28 +89,51 @@ def matched_filter_snr(
     return snr
 
 
-#: Columns of the kernel's transform made at once (a few MB of complex64).
+#: Columns (of the spectrum) and rows transformed at once (a few MB of complex64).
 _KERNEL_BAND = 256
-#: Rows of the numerator transformed back at once.
 _ROWS = 256
 
 
-def _filtered_spectrum(padded: np.ndarray | list[np.ndarray], kernel: np.ndarray) -> np.ndarray:
-    """The spectrum of ``padded ⋆ kernel``, transformed back along the columns (in place):
-    an irfft along the rows makes the correlation. Real FFTs in float32, one core.
-    ``padded`` given in a list is taken out of it and freed once transformed."""
-    data = padded.pop() if isinstance(padded, list) else padded
-    full_shape = data.shape
-    spectrum = scipy.fft.rfft2(data, workers=1)
-    del data
+def _weights(shape: tuple[int, int], variance: np.ndarray, invalid: np.ndarray) -> np.ndarray:
+    """A (rows, 2 * (columns // 2 + 1)) float32 buffer, zero but for 1 / variance (0 where
+    invalid) in its top-left corner: room for each row's real FFT in place."""
+    ny, nx = invalid.shape
+    buffer = np.zeros((shape[0], 2 * (shape[1] // 2 + 1)), dtype=np.float32)
+    weight = buffer[:ny, :nx]
+    np.divide(np.float32(1), variance, out=weight, dtype=np.float32)
+    weight[invalid] = 0
+    return buffer
+
+
+def _correlate_in_place(
+    buffer: np.ndarray, kernel: np.ndarray, width: int, back: bool = True
+) -> np.ndarray:
+    """``buffer[:, :width] ⋆ kernel`` (zero padded) computed in ``buffer`` itself: real FFTs
+    of its rows a band at a time (row r's spectrum fills row r), the columns' FFT, the
+    kernel's and the inverse a band of columns at a time, then (``back``) the rows' inverse
+    a band at a time, real row r written where complex rows <= r were. Returns the
+    spectrum (columns transformed back) if not ``back``, else the buffer."""
+    spectrum = buffer.view(np.complex64)  # (rows, width // 2 + 1)
+    rows_total = buffer.shape[0]
+    for start in range(0, rows_total, _ROWS):
+        band = slice(start, start + _ROWS)
+        spectrum[band] = scipy.fft.rfft(buffer[band, :width], axis=1, workers=1)
     # Correlation is convolution with the flipped kernel.
     flipped = kernel[::-1, ::-1].astype(np.float32)
-    rows = scipy.fft.rfft(flipped, full_shape[1], axis=1, workers=1)
+    kernel_rows = scipy.fft.rfft(flipped, width, axis=1, workers=1)
     for start in range(0, spectrum.shape[1], _KERNEL_BAND):
         band = slice(start, start + _KERNEL_BAND)
-        spectrum[:, band] *= scipy.fft.fft(rows[:, band], full_shape[0], axis=0, workers=1)
-    # irfft2's first pass, in place (irfft2 itself would hold a third full-size plane).
-    return scipy.fft.ifft(spectrum, axis=0, workers=1, overwrite_x=True)
+        columns = scipy.fft.fft(spectrum[:, band], axis=0, workers=1)
+        columns *= scipy.fft.fft(kernel_rows[:, band], rows_total, axis=0, workers=1)
+        spectrum[:, band] = scipy.fft.ifft(columns, axis=0, workers=1, overwrite_x=True)
+    if not back:
+        return spectrum
+    flat = buffer.reshape(-1)
+    for start in range(0, rows_total, _ROWS):
+        stop = min(start + _ROWS, rows_total)
+        real = scipy.fft.irfft(spectrum[start:stop], width, axis=1, workers=1)
+        flat[start * width : stop * width] = real.reshape(-1)
+    return buffer
 
 
 def detect_sources(
