@@ -252,6 +252,10 @@ class CalibrationConfig:
     #: After the astrometric fit, sources and references this close are matched
     #: (matches.fits and the photometric calibration).
     match_radius_arcsec: float = 0.5
+    #: At most this many sources (the brightest by psf_flux) enter the astrometric fit
+    #: (Rubin's ``downsample_max_footprints``); 0: all. The catalogue stays complete and
+    #: every source is matched after the fit.
+    max_footprints: int = 20000
 
 
 @dataclass(frozen=True)

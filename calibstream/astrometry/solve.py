@@ -106,7 +106,7 @@ def fit_sources(
     good &= np.isfinite(catalog["psf_flux"])
     for flag in ASTROMETRY_REJECT:
         good &= ~catalog[flag]
-    rows = np.flatnonzero(good)
+    rows = capped_rows(np.flatnonzero(good), catalog["psf_flux"], config.calibration.max_footprints)
     ref_err = np.hypot(np.nan_to_num(refs.ra_err, nan=10.0), np.nan_to_num(refs.dec_err, nan=10.0))
     # Pattern matching ranks references by brightness in the exposure's band where known.
     term = colorterm_for(config, frame.metadata.band, refs.name)
@@ -130,6 +130,18 @@ def fit_sources(
     used = np.zeros(len(catalog["id"]), dtype=bool)
     used[rows[result.source_index]] = True
     return dataclasses.replace(result, source_index=rows[result.source_index], used=used)
+
+
+def capped_rows(rows: np.ndarray, flux: np.ndarray, cap: int) -> np.ndarray:
+    """At most ``cap`` of ``rows`` (0: all), the brightest by ``flux``, in their order.
+
+    Crowded fields: the fit needs the bright sources, not all of them (Rubin's
+    ``downsample_max_footprints``); the catalogue itself stays complete.
+    """
+    if cap <= 0 or rows.size <= cap:
+        return rows
+    brightest = np.argsort(-flux[rows], kind="stable")[:cap]
+    return rows[np.sort(brightest)]
 
 
 def match_to_references(
