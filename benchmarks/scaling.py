@@ -1,6 +1,6 @@
 """Scaling on paper: exposures per second against workers, science processes and partitions.
 
-    python benchmarks/scaling.py [--science-cpu 1.9] [--overhead 0.07] [--peak-mb 810]
+    python benchmarks/scaling.py [--science-cpu 1.9] [--overhead 0.07] [--peak-mb 725]
                                  [--broker-ms 0] [--detectors 189] [--cadence 30]
                                  [--check 1:0.80 2:1.09 --check-science-cpu 0.76]
 
@@ -18,7 +18,7 @@ exposure from detection to the sink in one call):
 * memory = science processes * the peak of one exposure (+ the broker's own).
 
 The defaults are this project's figures on a 4000x4072 exposure (``benchmarks/calibrate.py``
-steady state; a worker's science process keeps freed planes for reuse, peaking ~810 MB). ``--check``
+steady state; a worker's science process keeps freed planes for reuse, peaking ~725 MB). ``--check``
 compares the model with measured throughputs (``benchmarks/stream.py``: processes:rate),
 with ``--check-science-cpu`` the batch science CPU of those exposures.
 """
@@ -76,7 +76,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--science-cpu", type=float, default=1.9, help="CPU s per exposure")
     parser.add_argument("--overhead", type=float, default=0.07, help="stream CPU / science")
-    parser.add_argument("--peak-mb", type=float, default=810, help="peak RSS per process")
+    parser.add_argument("--peak-mb", type=float, default=725, help="peak RSS per process")
     parser.add_argument("--broker-ms", type=float, default=0.0, help="broker CPU ms per exposure")
     parser.add_argument("--detectors", type=int, default=189)
     parser.add_argument("--cadence", type=float, default=30.0, help="seconds per visit")
