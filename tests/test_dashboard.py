@@ -53,8 +53,11 @@ def test_residual_plots_reproduce_the_headers_scatter(calibrated):
     used = np.array(a["used"])
     east, north = np.array(a["east_mas"])[used], np.array(a["north_mas"])[used]
     assert used.sum() == header["ASTNMATCH"]
-    # ASTRMS is the 2-D rms of the used matches about the fit.
-    assert np.sqrt(np.mean(east**2 + north**2)) == pytest.approx(header["ASTRMS"], rel=0.02)
+    # ASTRMS is the leave-one-out 2-D rms of the used matches: above their rms about the fit
+    # (which the plot shows), by no more than the degrees of freedom the fit took (2n / dof).
+    in_sample = np.sqrt(np.mean(east**2 + north**2))
+    ratio = header["ASTRMS"] / in_sample
+    assert 1.0 < ratio < 2 * header["ASTNMATCH"] / header["ASTDOF"]
 
     p = quality["photometry"]
     assert p["available"]
