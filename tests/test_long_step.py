@@ -24,7 +24,7 @@ from streams.readmodel import RedisReadModel
 
 pytestmark = pytest.mark.slow
 
-SESSION_TIMEOUT_S = 3.0
+SESSION_TIMEOUT_S = 1.2  # the broker allows 1 s (harness); the 4096² detect step takes ~1.5-2.5 s
 
 
 def test_a_step_longer_than_the_session_timeout_keeps_the_assignment(

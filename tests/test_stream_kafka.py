@@ -318,6 +318,14 @@ def test_kcat_reads_a_zero_point_event_fastavro_decodes_it(kafka, streamed):
     kcat = shutil.which("kcat") or shutil.which("kafkacat")
     if not kcat:
         pytest.skip("kcat is not installed (apt-get install kcat)")
+    # A complete calibration's event (a partial one, the field without references, has
+    # its photometry nulled): read from its partition and offset.
+    topic = streamed.topic("zeropoints")
+    partition, offset = next(
+        (p, o)
+        for p, o, key, decoded in read_topic(kafka.bootstrap, topic)
+        if decoded.record["magzero"] is not None
+    )
     out = subprocess.run(
         [
             kcat,
@@ -325,7 +333,11 @@ def test_kcat_reads_a_zero_point_event_fastavro_decodes_it(kafka, streamed):
             "-b",
             kafka.bootstrap,
             "-t",
-            streamed.topic("zeropoints"),
+            topic,
+            "-p",
+            str(partition),
+            "-o",
+            str(offset),
             "-c",
             "1",
             "-e",
