@@ -80,7 +80,8 @@ _PM = {
     "gaia-dr3": ("pmra", "pmdec", "ref_epoch"),
     "lsst": ("pm_ra", "pm_dec", "epoch"),
 }
-_CONTRACT_UNIT = {
+#: The unit of each of the contract's columns (what every form is converted to).
+CONTRACT_UNITS = {
     "ra": u.deg,
     "dec": u.deg,
     "ra_err": u.mas,
@@ -193,7 +194,7 @@ def _keep(out: Raw, name: str, values, unit, nulls) -> None:
 
 
 def _unit_text(target: str) -> str | None:
-    unit = _CONTRACT_UNIT.get(target)
+    unit = CONTRACT_UNITS.get(target)
     return None if unit is None else unit.to_string()
 
 
@@ -210,8 +211,8 @@ def _converted(raw: Raw, source: str, target: str, default, where: str) -> np.nd
     values = np.asarray(values, dtype=np.float64)
     return (
         values
-        if unit == _CONTRACT_UNIT[target]
-        else (values * unit).to_value(_CONTRACT_UNIT[target])
+        if unit == CONTRACT_UNITS[target]
+        else (values * unit).to_value(CONTRACT_UNITS[target])
     )
 
 

@@ -16,21 +16,10 @@ from pathlib import Path
 import numpy as np
 from astropy import units as u
 
-from calibstream.astrometry.refcat_formats import Raw, detect_form, to_contract
+from calibstream.astrometry.refcat_formats import CONTRACT_UNITS, Raw, detect_form, to_contract
 from calibstream.astrometry.refcat_store import PM_COLUMNS, REQUIRED_COLUMNS, column_kind
 from calibstream.errors import RefcatError
 
-_EXPECTED_UNIT = {
-    "ra": u.deg,
-    "dec": u.deg,
-    "ra_err": u.mas,
-    "dec_err": u.mas,
-    "pmra": u.mas / u.yr,
-    "pmdec": u.mas / u.yr,
-    "pmra_err": u.mas / u.yr,
-    "pmdec_err": u.mas / u.yr,
-    "epoch": u.yr,
-}
 _MAG_UNIT_STRINGS = {"mag", "abmag", "magab", "mag(ab)", "ab mag"}
 _SUFFIXES = {
     ".fits": "fits",
@@ -195,7 +184,7 @@ def _check_unit(path: Path, name: str, unit: str | None) -> None:
         raise RefcatError(f"column {name!r} has an unknown unit {unit!r}", where=where)
     if parsed == u.dimensionless_unscaled:
         return
-    expected = _EXPECTED_UNIT.get(name)
+    expected = CONTRACT_UNITS.get(name)
     if expected is None:  # id
         raise RefcatError(f"column {name!r} must be unitless, not {unit!r}", where=where)
     if parsed != expected:
