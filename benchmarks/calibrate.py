@@ -51,7 +51,10 @@ from fresh import (  # noqa: E402  (benchmarks/fresh.py, beside this script)
     report,
     run_measured,
 )
-from measure import gaussian_filter_file  # noqa: E402  (benchmarks/measure.py, beside this script)
+from measure import (  # noqa: E402  (benchmarks/measure.py, beside this script)
+    detection_options,
+    gaussian_filter_file,
+)
 
 from calibstream.astrometry.refcat import angular_separation, footprint_circle, ingest_refcat  # noqa: E402
 from calibstream.astrometry.solve import load_references  # noqa: E402
@@ -267,24 +270,7 @@ def run_sextractor(exe: str, image: Path, weight: Path, saturation: float, work:
         "FITS_LDAC",
         "-PARAMETERS_NAME",
         str(work / "scamp.param"),
-        "-DETECT_THRESH",
-        "1.5",
-        "-ANALYSIS_THRESH",
-        "1.5",
-        "-DETECT_MINAREA",
-        "5",
-        "-FILTER",
-        "Y",
-        "-FILTER_NAME",
-        str(work / "psf.conv"),
-        "-WEIGHT_TYPE",
-        "MAP_VAR",
-        "-WEIGHT_IMAGE",
-        str(weight),
-        "-BACK_SIZE",
-        "128",
-        "-BACK_FILTERSIZE",
-        "3",
+        *detection_options(work / "psf.conv", weight),
         "-PHOT_AUTOPARAMS",
         "2.5,3.5",
         "-SATUR_LEVEL",

@@ -65,6 +65,31 @@ def gaussian_filter_file(fwhm: float, path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def detection_options(filter_file: Path, weight: Path) -> list[str]:
+    """SExtractor's detection settings in every benchmark: 1.5σ, 5 pixels, the PSF-sized
+    filter, the variance plane as weight, 128-px background cells."""
+    return [
+        "-DETECT_THRESH",
+        "1.5",
+        "-ANALYSIS_THRESH",
+        "1.5",
+        "-DETECT_MINAREA",
+        "5",
+        "-FILTER",
+        "Y",
+        "-FILTER_NAME",
+        str(filter_file),
+        "-WEIGHT_TYPE",
+        "MAP_VAR",
+        "-WEIGHT_IMAGE",
+        str(weight),
+        "-BACK_SIZE",
+        "128",
+        "-BACK_FILTERSIZE",
+        "3",
+    ]
+
+
 def run_sextractor(exe: str, image: Path, weight: Path, fwhm: float, radii, work: Path) -> float:
     gaussian_filter_file(fwhm, work / "psf.conv")
     (work / "bench.param").write_text(SEXTRACTOR_PARAMS)
@@ -78,24 +103,7 @@ def run_sextractor(exe: str, image: Path, weight: Path, fwhm: float, radii, work
         "FITS_1.0",
         "-PARAMETERS_NAME",
         str(work / "bench.param"),
-        "-DETECT_THRESH",
-        "1.5",
-        "-ANALYSIS_THRESH",
-        "1.5",
-        "-DETECT_MINAREA",
-        "5",
-        "-FILTER",
-        "Y",
-        "-FILTER_NAME",
-        str(work / "psf.conv"),
-        "-WEIGHT_TYPE",
-        "MAP_VAR",
-        "-WEIGHT_IMAGE",
-        str(weight),
-        "-BACK_SIZE",
-        "128",
-        "-BACK_FILTERSIZE",
-        "3",
+        *detection_options(work / "psf.conv", weight),
         "-PHOT_APERTURES",
         apertures,
         "-PHOT_AUTOPARAMS",
