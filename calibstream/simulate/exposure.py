@@ -19,7 +19,7 @@ from calibstream.detection.psfmodel import moffat_enclosed, psf_image
 from calibstream.io.exposure import Exposure, Metadata, Psf
 from calibstream.simulate.conditions import Conditions, draw_conditions
 from calibstream.simulate.config import MASK_PLANES, SimConfig
-from calibstream.simulate.geometry import first_guess, make_wcs, sip_polynomials
+from calibstream.simulate.geometry import first_guess, make_wcs, sip_polynomials, tan_project
 from calibstream.simulate.icsrc import make_icsrc
 from calibstream.simulate.pixels import add_defects, expose
 from calibstream.simulate.render import noiseless_model
@@ -67,6 +67,7 @@ def simulate_exposure(
     index: int = 0,
     sky: Sky | None = None,
     pointing: Pointing | None = None,
+    wcs: tuple[WCS, WCS] | None = None,
 ) -> tuple[Exposure, Truth]:
     """One characterized exposure and its truth.
 
@@ -74,6 +75,8 @@ def simulate_exposure(
     (then the reference catalog is ``truth``-consistent but not returned: use
     :func:`~calibstream.simulate.survey.simulate_survey` when the refcat
     matters). ``index`` sets EXPID (1000+index), VISIT, DETECTOR and the MJD offset.
+    ``wcs`` (true, first guess) replaces the drawn ones: a visit's detectors share one
+    pointing error (:mod:`calibstream.simulate.visit`).
     """
     config = config or SimConfig()
     seeds = _seeds(seed)
@@ -83,7 +86,7 @@ def simulate_exposure(
     if sky is None:
         sky = make_sky(config, [pointing], seeds.sky)
     cond = draw_conditions(config, np.random.default_rng(seeds.photometry), index)
-    astrometry = _astrometry(config, pointing, geom_rng)
+    astrometry = _astrometry(config, pointing, geom_rng) if wcs is None else _given(config, *wcs)
     sources = place_sources(sky, astrometry.true, config, cond.epoch, cond.magzero)
     shape = (config.size[1], config.size[0])
     pixels = expose(noiseless_model(sources, cond, shape), config, cond, seeds.noise)
@@ -130,6 +133,19 @@ def _astrometry(config: SimConfig, pointing: Pointing, rng: np.random.Generator)
     )
     guess, offset, rotation = first_guess(true_wcs, rng, config)
     return _Astrometry(true=true_wcs, guess=guess, offset=offset, rotation=rotation)
+
+
+def _given(config: SimConfig, true_wcs: WCS, guess: WCS) -> _Astrometry:
+    """A given true WCS and first guess, with the guess's offset (arcsec) and rotation (deg)."""
+    centre = ((config.size[0] - 1) / 2.0, (config.size[1] - 1) / 2.0)
+    true_c = true_wcs.all_pix2world([centre], 0)[0]
+    guess_c = guess.all_pix2world([centre], 0)[0]
+    xi, eta = tan_project(guess_c[0], guess_c[1], true_c[0], true_c[1])
+    turn = guess.wcs.cd @ np.linalg.inv(true_wcs.wcs.cd)
+    rotation = float(np.degrees(np.arctan2(turn[1, 0], turn[0, 0])))
+    return _Astrometry(
+        true=true_wcs, guess=guess, offset=float(np.hypot(xi, eta)), rotation=rotation
+    )
 
 
 def _optics(config: SimConfig, cond: Conditions) -> _Optics:
