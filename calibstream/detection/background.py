@@ -82,16 +82,46 @@ def mesh_shape(shape: tuple[int, int], mesh_size: int) -> tuple[int, int]:
 
 def render_mesh(mesh: np.ndarray, shape: tuple[int, int], mesh_size: int) -> np.ndarray:
     """The full-resolution background of node values ``mesh`` (float32)."""
+    out = np.empty(tuple(shape), dtype=np.float32)
+    for band, values in _rendered_bands(mesh, shape, mesh_size):
+        out[band] = values
+    return out
+
+
+def subtract_background(image: np.ndarray, background: Background) -> np.ndarray:
+    """``image - background.image`` (float32, the same values) without the full-size
+    background beside it: rendered and subtracted a band of rows at a time (64 MB less
+    at detection's peak on a 4k×4k exposure)."""
+    out = np.empty(image.shape, dtype=np.float32)
+    for band, values in subtracted_bands(image, background):
+        out[band] = values
+    return out
+
+
+def subtracted_bands(image: np.ndarray, background: Background):
+    """(rows, ``image[rows] - background.image[rows]`` as float32), a band at a time in one
+    reused buffer."""
+    buffer = np.empty((_RENDER_ROWS, image.shape[1]), dtype=np.float32)
+    for band, values in _rendered_bands(background.mesh, background.shape, background.mesh_size):
+        part = buffer[: values.shape[0]]
+        part[...] = values
+        np.subtract(image[band], part, out=part)
+        yield band, part
+
+
+def _rendered_bands(mesh: np.ndarray, shape: tuple[int, int], mesh_size: int):
+    """(rows, float64 values) of the rendering, a band of rows at a time (one buffer)."""
     mesh = np.asarray(mesh, dtype=np.float64)
     if mesh.shape != mesh_shape(shape, mesh_size):
         raise ValueError(f"a {shape} image with {mesh_size}-px cells has no {mesh.shape} mesh")
     along_y, along_x = _operators(tuple(shape), mesh_size)
     rows = along_y @ mesh
-    out = np.empty(tuple(shape), dtype=np.float32)
-    for start in range(0, out.shape[0], _RENDER_ROWS):  # float64 a band of rows at a time
+    buffer = np.empty((_RENDER_ROWS, shape[1]))
+    for start in range(0, shape[0], _RENDER_ROWS):
         band = slice(start, start + _RENDER_ROWS)
-        out[band] = rows[band] @ along_x.T
-    return out
+        values = buffer[: rows[band].shape[0]]
+        np.matmul(rows[band], along_x.T, out=values)
+        yield band, values
 
 
 def fit_mesh(image: np.ndarray, mesh_size: int) -> np.ndarray:

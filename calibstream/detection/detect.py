@@ -18,11 +18,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.fft
 import sep
 from scipy import ndimage
 
 from calibstream.config import DetectionConfig
+from calibstream.detection.background import Background
+from calibstream.detection.snr import matched_filter_snr
 from calibstream.errors import MeasurementError
 
 EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
@@ -48,92 +49,14 @@ class Detections:
         return len(self.objects)
 
 
-def matched_filter_snr(
-    image: np.ndarray, variance: np.ndarray, invalid: np.ndarray, psf: np.ndarray
-) -> np.ndarray:
-    """Point-source S/N at every pixel: the PSF fit amplitude over its error.
+@dataclass(frozen=True)
+class Found:
+    """Detection's first phase: footprints and blend families, not yet measured."""
 
-    Lean in memory (one 4k×4k plane is 64 MB): two zero-padded float32 buffers, one for
-    the weights (then the denominator), one for the weighted pixels (then the numerator),
-    each transformed in place (:func:`_correlate_in_place`); the numerator goes back a band
-    of rows at a time, divided, into the denominator's rows already used.
-    """
-    ny, nx = image.shape
-    ky, kx = psf.shape
-    shape = (
-        scipy.fft.next_fast_len(ny + ky - 1, real=True),
-        scipy.fft.next_fast_len(nx + kx - 1, real=True),
-    )
-    full = _weights(shape, variance, invalid)
-    _correlate_in_place(full, psf * psf, shape[1])
-    full = full.reshape(-1)[: shape[0] * shape[1]].reshape(shape)  # its real result
-    denominator = full[ky // 2 : ky // 2 + ny, kx // 2 : kx // 2 + nx]
-    weighted = _weights(shape, variance, invalid)
-    pixels = weighted[:ny, :nx]
-    np.multiply(pixels, image, out=pixels, dtype=np.float32)
-    pixels[invalid] = 0
-    spectrum = _correlate_in_place(weighted, psf, shape[1], back=False)
-    floor = np.float32(1e-12 * float(denominator.max(initial=0)))
-    snr = full.reshape(-1)[: ny * nx].reshape(ny, nx)  # contiguous, over the denominator
-    for start in range(0, ny, _ROWS):
-        rows = slice(start, min(start + _ROWS, ny))
-        band = spectrum[start + ky // 2 : rows.stop + ky // 2]
-        numerator = scipy.fft.irfft(band, shape[1], axis=1, workers=1)[:, kx // 2 : kx // 2 + nx]
-        sigma = denominator[rows].copy()  # read before snr's rows overwrite them
-        empty = ~(sigma > floor)
-        sigma[empty] = 1
-        np.sqrt(sigma, out=sigma)
-        np.divide(numerator, sigma, out=numerator)
-        numerator[empty] = 0
-        snr[rows] = numerator  # snr's rows end before the denominator's next row starts
-    return snr
-
-
-#: Columns (of the spectrum) and rows transformed at once (a few MB of complex64).
-_KERNEL_BAND = 256
-_ROWS = 256
-
-
-def _weights(shape: tuple[int, int], variance: np.ndarray, invalid: np.ndarray) -> np.ndarray:
-    """A (rows, 2 * (columns // 2 + 1)) float32 buffer, zero but for 1 / variance (0 where
-    invalid) in its top-left corner: room for each row's real FFT in place."""
-    ny, nx = invalid.shape
-    buffer = np.zeros((shape[0], 2 * (shape[1] // 2 + 1)), dtype=np.float32)
-    weight = buffer[:ny, :nx]
-    np.divide(np.float32(1), variance, out=weight, dtype=np.float32)
-    weight[invalid] = 0
-    return buffer
-
-
-def _correlate_in_place(
-    buffer: np.ndarray, kernel: np.ndarray, width: int, back: bool = True
-) -> np.ndarray:
-    """``buffer[:, :width] ⋆ kernel`` (zero padded) computed in ``buffer`` itself: real FFTs
-    of its rows a band at a time (row r's spectrum fills row r), the columns' FFT, the
-    kernel's and the inverse a band of columns at a time, then (``back``) the rows' inverse
-    a band at a time, real row r written where complex rows <= r were. Returns the
-    spectrum (columns transformed back) if not ``back``, else the buffer."""
-    spectrum = buffer.view(np.complex64)  # (rows, width // 2 + 1)
-    rows_total = buffer.shape[0]
-    for start in range(0, rows_total, _ROWS):
-        band = slice(start, start + _ROWS)
-        spectrum[band] = scipy.fft.rfft(buffer[band, :width], axis=1, workers=1)
-    # Correlation is convolution with the flipped kernel.
-    flipped = kernel[::-1, ::-1].astype(np.float32)
-    kernel_rows = scipy.fft.rfft(flipped, width, axis=1, workers=1)
-    for start in range(0, spectrum.shape[1], _KERNEL_BAND):
-        band = slice(start, start + _KERNEL_BAND)
-        columns = scipy.fft.fft(spectrum[:, band], axis=0, workers=1)
-        columns *= scipy.fft.fft(kernel_rows[:, band], rows_total, axis=0, workers=1)
-        spectrum[:, band] = scipy.fft.ifft(columns, axis=0, workers=1, overwrite_x=True)
-    if not back:
-        return spectrum
-    flat = buffer.reshape(-1)
-    for start in range(0, rows_total, _ROWS):
-        stop = min(start + _ROWS, rows_total)
-        real = scipy.fft.irfft(spectrum[start:stop], width, axis=1, workers=1)
-        flat[start * width : stop * width] = real.reshape(-1)
-    return buffer
+    objects: np.ndarray
+    segmap: np.ndarray
+    significance: np.ndarray
+    family: np.ndarray
 
 
 def detect_sources(
@@ -151,21 +74,43 @@ def detect_sources(
     image = np.ascontiguousarray(image, dtype=np.float32)
     if invalid is None:
         invalid = np.zeros(image.shape, dtype=bool)
+    return measured(find_sources(image, variance, invalid, psf, config), image, config)
+
+
+def find_sources(
+    image: np.ndarray,
+    variance: np.ndarray | float,
+    invalid: np.ndarray,
+    psf: np.ndarray | None,
+    config: DetectionConfig,
+    background: Background | None = None,
+) -> Found:
+    """Footprints, peak S/N and families. ``background`` (PSF filter only): ``image`` is
+    raw and the S/N image subtracts the model itself, so the caller makes the subtracted
+    plane only once the S/N plane is gone (64 MB less at the peak on a 4k×4k exposure)."""
     if config.filter == "psf":
-        found, segmap, significance = _detect_matched(image, variance, invalid, psf, config)
-    else:
+        found, segmap, significance = _detect_matched(
+            image, variance, invalid, psf, config, background
+        )
+    elif background is None:
         found, segmap, significance = _detect_kernel(image, variance, invalid, config)
-    deblended = (found["flag"] & sep.OBJ_MERGED) != 0
-    objects = found
-    if config.filter == "psf" and len(found):
+    else:
+        raise ValueError("the kernel filter needs the subtracted image")
+    return Found(found, segmap, np.asarray(significance, dtype=float), _families(segmap, found))
+
+
+def measured(found: Found, image: np.ndarray, config: DetectionConfig) -> Detections:
+    """Detections of ``found``, their footprints measured on the subtracted ``image``."""
+    objects = found.objects
+    if config.filter == "psf" and len(objects):
         # The footprints came from the S/N image; measure them on the real pixels.
-        objects = footprint_moments(image, segmap, found)
+        objects = footprint_moments(image, found.segmap, objects)
     return Detections(
         objects=objects,
-        segmap=segmap.astype(np.int32, copy=False),
-        deblended=deblended,
-        family=_families(segmap, found),
-        significance=np.asarray(significance, dtype=float),
+        segmap=found.segmap.astype(np.int32, copy=False),
+        deblended=(found.objects["flag"] & sep.OBJ_MERGED) != 0,
+        family=found.family,
+        significance=found.significance,
     )
 
 
@@ -187,12 +132,13 @@ def _detect_matched(
     invalid: np.ndarray,
     psf: np.ndarray | None,
     config: DetectionConfig,
+    background: Background | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Objects, segmentation map and refined peak S/N, thresholding the PSF-matched S/N."""
     if psf is None:
         raise ValueError("PSF-matched detection needs a PSF model")
     var = np.broadcast_to(np.float32(variance), image.shape) if np.isscalar(variance) else variance
-    detection = matched_filter_snr(image, var, invalid, psf)
+    detection = matched_filter_snr(image, var, invalid, psf, background)
     # Threshold the S/N field's sub-pixel maximum, not its value at the nearest pixel
     # centre (which loses ~4% for an off-centre source): find candidates a little
     # lower, refine each peak, keep those whose refined peak reaches the threshold.
@@ -201,6 +147,7 @@ def _detect_matched(
         detection, prethreshold, filter_kernel=None, **_extract_options(config)
     )
     significance = refined_peaks(detection, found["xcpeak"], found["ycpeak"])
+    del detection  # 64 MB at 4k×4k, freed before the segmentation map's work
     keep = significance >= config.threshold
     return found[keep], _renumbered(segmap, keep), significance[keep]
 

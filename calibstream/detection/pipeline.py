@@ -19,8 +19,12 @@ from calibstream import __version__
 from calibstream.arrays import writable_alias
 from calibstream.config import Config
 from calibstream.detection.apcorr import apply_apcorr
-from calibstream.detection.background import Background, estimate_background
-from calibstream.detection.detect import detect_sources
+from calibstream.detection.background import (
+    Background,
+    estimate_background,
+    subtract_background,
+)
+from calibstream.detection.detect import find_sources, measured
 from calibstream.detection.icsrc import copy_icsrc_flags
 from calibstream.detection.measure import PixelContext, measure_sources
 from calibstream.io.columns import described_table_hdu
@@ -71,15 +75,21 @@ def measure_exposure(
     background_masked = any_bits(mask, exposure.bits(*config.background.mask_planes))
     background = estimate_background(exposure.image, config.background, background_masked)
     del background_masked
-    image = np.subtract(exposure.image, background.image)
     invalid = any_bits(mask, exposure.bits(*config.detection.mask_planes))
-    if invalid.any():
-        image[invalid] = 0.0  # no information there; keeps NaN under NO_DATA out of sums
     lap("background")
 
     plane_variance = writable_alias(exposure.variance)
     variance = plane_variance if config.detection.noise == "variance" else background.global_rms**2
-    detections = detect_sources(image, variance, invalid, exposure.psf.image, config.detection)
+    raw = config.detection.filter == "psf"  # the S/N image subtracts the background itself
+    image = None if raw else _subtracted(exposure, background, invalid)
+    found = find_sources(
+        exposure.image if raw else image,
+        variance, invalid, exposure.psf.image, config.detection, background if raw else None,
+    )  # fmt: skip
+    if image is None:
+        image = _subtracted(exposure, background, invalid)
+    detections = measured(found, image, config.detection)
+    del found
     lap("detect")
 
     pixels = PixelContext(
@@ -107,6 +117,14 @@ def measure_exposure(
     columns["ra"], columns["dec"] = np.asarray(ra, float), np.asarray(dec, float)
     lap("icsrc")
     return Measurement(catalog=_ordered(columns), background=background, timings=timings)
+
+
+def _subtracted(exposure: Exposure, background: Background, invalid: np.ndarray) -> np.ndarray:
+    """The background-subtracted image, zero where ``invalid``."""
+    image = subtract_background(exposure.image, background)
+    if invalid.any():
+        image[invalid] = 0.0  # no information there; keeps NaN under NO_DATA out of sums
+    return image
 
 
 #: Rows of a mask tested at once (no full-size integer temporary).
