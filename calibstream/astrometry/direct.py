@@ -116,6 +116,7 @@ def _solution(src_xy, ref_xy, shifts, shift, agreement) -> PatternSolution:
         vote_background=0.0,
         shift_votes=float(near.sum()),
         n_expected=0.0,
+        method="direct",
     )
 
 

@@ -56,14 +56,12 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from calibstream.astrometry.direct import direct_bounds, match_direct
-from calibstream.astrometry.matcher import PatternSolution, match_pattern
+from calibstream.astrometry.first_pairs import first_pairs
+from calibstream.astrometry.matcher import PatternSolution
 from calibstream.astrometry.models import held_out_rms, uncertainty
 from calibstream.astrometry.refine import MatchInputs, Refined, refine
 from calibstream.astrometry.sipfit import MAS_PER_DEG, inverse_gnomonic, sip_distortion
 from calibstream.astrometry.tangent import (
-    Projected,
-    TangentFrame,
     project_references,
     project_sources,
     search_margin,
@@ -71,14 +69,6 @@ from calibstream.astrometry.tangent import (
 )
 from calibstream.config import AstrometryConfig
 from calibstream.errors import AstrometryError
-
-#: Pattern matching: pairs shorter than this fraction of the chip's short side do not vote.
-MIN_PAIR_FRACTION = 0.1
-#: Shift-vote bin and verification radius, pixels (converted with the first guess's scale).
-SHIFT_BIN_PX = 5.0
-VERIFY_RADIUS_PX = 10.0
-#: Reference stars used for the votes per bright source, per unit of searched area / chip area.
-REF_PER_SOURCE = 2.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -191,6 +181,7 @@ def fit_astrometry(
     config: AstrometryConfig,
     *,
     ref_brightness: np.ndarray | None = None,
+    n_brighter: int = 0,
 ) -> AstrometryResult:
     """Match sources to reference stars and fit a TAN-SIP WCS.
 
@@ -202,11 +193,13 @@ def fit_astrometry(
     shape (ny, nx). ``ref_brightness`` (larger is brighter, e.g. −mag) ranks
     the reference stars for pattern matching; without it the smallest
     ``ref_err_mas`` rank first (Gaia's errors grow with magnitude).
+    ``n_brighter``: sources on the chip brighter than any given (saturated, left
+    out upstream); pattern matching skips as many of the brightest reference
+    stars, or on a crowded chip the two brightest lists would not overlap.
 
-    With at least ``min_matches`` sources and reference stars, pattern
-    matching finds the first pairs; with fewer, direct matching under
-    ``first_guess_error_arcsec``
-    (:mod:`calibstream.astrometry.direct`). Raises :class:`AstrometryError`
+    The first pairs: :mod:`calibstream.astrometry.first_pairs` (direct
+    matching under ``first_guess_error_arcsec``, verified on rich chips, else
+    pattern matching). Raises :class:`AstrometryError`
     when there is no source or reference star, when neither finds pairs, or
     when the fit's rms exceeds ``max_rms_mas``.
     """
@@ -220,7 +213,8 @@ def fit_astrometry(
     margin = search_margin(frame, cfg)
     ref = project_references(ref_ra, ref_dec, ref_err, frame, margin, 1)
     ref_rank = _reference_rank(ref_brightness, ref_err, ref.rows)
-    pattern = _first_pairs(src, ref, brightness[src.rows], ref_rank, frame, margin, cfg)
+    ranks = (brightness[src.rows], ref_rank, n_brighter)
+    pattern = first_pairs(src, ref, ranks, frame, margin, cfg)
     base = sip_distortion(initial_wcs, cfg.sip_order) if cfg.first_guess_distortion else None
     shift_deg = pattern.shift / 3600.0
     crval = tuple(float(v) for v in inverse_gnomonic(*shift_deg, frame.ra, frame.dec))
@@ -230,24 +224,6 @@ def fit_astrometry(
     pairs = (pattern.source_index, pattern.ref_index)
     refined = refine(points, pairs, crval, (frame.ny, frame.nx), cfg, base, frame.cd)
     return _result(refined, points, src.rows, ref.rows, x.size, pattern, cfg)
-
-
-def _first_pairs(src, ref, src_brightness, ref_rank, frame, margin, cfg) -> PatternSolution:
-    """Pattern matching when both lists reach ``min_matches``; else direct matching under
-    the first guess's trusted error (if any)."""
-    sparse = min(src.rows.size, ref.rows.size) < cfg.min_matches
-    trusted = cfg.first_guess_error_arcsec > 0
-    if sparse and not trusted:
-        raise AstrometryError(
-            f"only {src.rows.size} sources and {ref.rows.size} reference stars to match "
-            f"(pattern matching needs {cfg.min_matches}; first_guess_error_arcsec is 0)",
-            where="astrometry.match",
-        )
-    if sparse:
-        return match_direct(src.xy, ref.xy, *direct_bounds(frame, cfg))
-    # a rich chip without a pattern is not rescued by direct matching: among many
-    # candidates, chance agreements on a shift are too easy
-    return _match_brightest(src, ref, src_brightness, ref_rank, frame, margin, cfg)
 
 
 def _vectors(*arrays) -> tuple[np.ndarray, ...]:
@@ -278,39 +254,6 @@ def _reference_rank(ref_brightness, ref_err: np.ndarray, rows: np.ndarray) -> np
     if ref_brightness is not None:
         return np.nan_to_num(ref_brightness[rows], nan=-np.inf)
     return -np.nan_to_num(ref_err[rows], nan=np.inf)
-
-
-def _match_brightest(
-    src: Projected,
-    ref: Projected,
-    src_brightness: np.ndarray,
-    ref_rank: np.ndarray,
-    frame: TangentFrame,
-    margin: float,
-    cfg: AstrometryConfig,
-) -> PatternSolution:
-    """Pattern-match the brightest sources to the brightest footprint references."""
-    nx, ny, pixel_scale = frame.nx, frame.ny, frame.pixel_scale
-    area_chip = nx * ny * pixel_scale**2
-    area_foot = (nx + 2 * margin) * (ny + 2 * margin) * pixel_scale**2
-    rank_src = np.nan_to_num(src_brightness, nan=-np.inf)
-    bright_src = np.argsort(-rank_src, kind="stable")[: cfg.n_bright]
-    n_ref_bright = round(REF_PER_SOURCE * cfg.n_bright * area_foot / area_chip)
-    bright_ref = np.argsort(-ref_rank, kind="stable")[:n_ref_bright]
-    return match_pattern(
-        src.xy,
-        ref.xy,
-        bright_src,
-        bright_ref,
-        ref_density=ref.rows.size / area_foot,
-        max_offset=cfg.max_offset_arcsec,
-        max_rotation_deg=cfg.max_rotation_deg,
-        max_scale_error=cfg.max_scale_error,
-        min_pair_length=MIN_PAIR_FRACTION * min(nx, ny) * pixel_scale,
-        shift_bin=SHIFT_BIN_PX * pixel_scale,
-        verify_radius=VERIFY_RADIUS_PX * pixel_scale,
-        min_matches=cfg.min_matches,
-    )
 
 
 def _result(
@@ -355,7 +298,7 @@ def _result(
         model=fit.model,
         dof=fit.dof,
         **uncertainty(fit, cfg.first_guess_rotation_deg, (np.mean(pairs.x), np.mean(pairs.y))),
-        matching="direct" if pattern.votes == 0 and pattern.n_expected == 0 else "pattern",
+        matching=pattern.method,
     )
 
 

@@ -68,6 +68,7 @@ class PatternSolution:
     vote_background: float  # the same cell's expectation from random pairs
     shift_votes: float
     n_expected: float  # verified matches expected by chance
+    method: str = "pattern"  # how it was found: "pattern" or "direct" (matching)
 
     @property
     def n_verified(self) -> int:
@@ -116,8 +117,8 @@ def match_pattern(
         angle_bin_deg,
     )
     src_all = np.asarray(src_xy, float)
-    verifier = _Verifier(src_all, ref_xy, cKDTree(ref_xy), verify_radius)
-    n_expected = src_all.shape[0] * ref_density * math.pi * verify_radius**2
+    verifier = Verifier(src_all, ref_xy, cKDTree(ref_xy), verify_radius)
+    n_expected = expected_chance_matches(src_all.shape[0], ref_density, verify_radius)
     best: PatternSolution | None = None
     for i, j, n_votes in _significant_cells(votes):
         rotation, scale = votes.cell(i, j)
@@ -139,10 +140,20 @@ def match_pattern(
                 shift_votes=shift_votes,
                 n_expected=n_expected,
             )
-    threshold = max(min_matches, n_expected + 5.0 * math.sqrt(n_expected) + 3.0)
+    threshold = verified_threshold(n_expected, min_matches)
     if best is None or best.n_verified < threshold:
         raise _no_solution(best, votes, verify_radius, n_expected, threshold)
     return best
+
+
+def expected_chance_matches(n_src: int, ref_density: float, radius: float) -> float:
+    """Sources within ``radius`` of a reference star by chance (densities per arcsec²)."""
+    return n_src * ref_density * math.pi * radius**2
+
+
+def verified_threshold(n_expected: float, min_matches: int) -> float:
+    """Verified matches a candidate needs: 5σ above the chance ones, and ``min_matches``."""
+    return max(min_matches, n_expected + 5.0 * math.sqrt(n_expected) + 3.0)
 
 
 @dataclass(frozen=True, eq=False)
@@ -222,7 +233,7 @@ def _significant_cells(votes: _RotationScaleVotes) -> Iterator[tuple[int, int, f
 
 
 @dataclass(frozen=True, eq=False)
-class _Verifier:
+class Verifier:
     """Matches of all sources, moved by a candidate similarity, to all reference stars."""
 
     src: np.ndarray
@@ -247,7 +258,7 @@ class _Verifier:
         """The similarity and its pairs; a least-squares refit if it verifies as many or more."""
         pairs = self.pairs(rotation, scale, shift)
         if pairs[0].size >= 3:  # refine with a least-squares similarity, re-verify
-            refined = _fit_similarity(self.src[pairs[0]], self.ref[pairs[1]])
+            refined = fit_similarity(self.src[pairs[0]], self.ref[pairs[1]])
             refined_pairs = self.pairs(*refined)
             if refined_pairs[0].size >= pairs[0].size:
                 return refined, refined_pairs
@@ -350,7 +361,7 @@ def unique_pairs(distance: np.ndarray, nearest: np.ndarray) -> tuple[np.ndarray,
     return src_rows, nearest[src_rows].astype(np.int64)
 
 
-def _fit_similarity(src: np.ndarray, ref: np.ndarray) -> tuple[float, float, np.ndarray]:
+def fit_similarity(src: np.ndarray, ref: np.ndarray) -> tuple[float, float, np.ndarray]:
     """Least-squares ``ref = [[a, -b], [b, a]] src + t``: rotation (deg), scale, shift."""
     n = src.shape[0]
     design = np.zeros((2 * n, 4))

@@ -80,18 +80,29 @@ def least_squares(design: np.ndarray, rhs: np.ndarray) -> np.ndarray:
     return np.linalg.solve(design.T @ design, design.T @ rhs)
 
 
+def _powers(a: np.ndarray, order: int) -> list[np.ndarray]:
+    """a⁰ … a^order by repeated products: ``a**p`` for p ≥ 3 is a slow ``pow`` per element."""
+    out = [np.ones_like(a)]
+    for _ in range(order):
+        out.append(out[-1] * a)
+    return out
+
+
 def _design(u: np.ndarray, v: np.ndarray, terms, scale: float) -> np.ndarray:
-    us, vs = u / scale, v / scale
-    return np.stack([us**p * vs**q for p, q in terms], axis=1)
+    order = max((p + q for p, q in terms), default=0)
+    up, vp = _powers(u / scale, order), _powers(v / scale, order)
+    return np.stack([up[p] * vp[q] for p, q in terms], axis=1)
 
 
 def _evaluate(coeffs: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Σ coeffs[p, q] u^p v^q (the SIP layout)."""
     order = coeffs.shape[0] - 1
-    total = np.zeros(np.broadcast(u, v).shape)
+    u, v = np.broadcast_arrays(np.asarray(u, float), np.asarray(v, float))
+    up, vp = _powers(u, order), _powers(v, order)
+    total = np.zeros(u.shape)
     for p, q in poly_terms(order):
         if coeffs[p, q] != 0.0:
-            total = total + coeffs[p, q] * u**p * v**q
+            total += coeffs[p, q] * up[p] * vp[q]
     return total
 
 

@@ -126,6 +126,7 @@ def fit_sources(
         frame.shape,
         config.astrometry,
         ref_brightness=ref_brightness,
+        n_brighter=int(np.count_nonzero(catalog["flag_saturated"])),
     )
     used = np.zeros(len(catalog["id"]), dtype=bool)
     used[rows[result.source_index]] = True
