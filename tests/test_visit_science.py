@@ -263,3 +263,30 @@ def test_camera_equality_is_data():
     assert isinstance(
         camera_from_mapping({"name": "one", "detectors": [{"id": 5, "x": 1, "y": 2}]}), Camera
     )
+
+
+def test_outcome_from_summary_reads_what_was_fitted():
+    """A warning is calibrated; a partial whose astrometry did not fit (no ASTNMATCH: the
+    calexp holds the first guess) has no fitted points; a failure no zero-point."""
+    wcs = {
+        "CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "CRPIX1": 8.5, "CRPIX2": 8.5,
+        "CRVAL1": 150.0, "CRVAL2": 2.0, "CD1_1": -5.6e-5, "CD1_2": 0.0, "CD2_1": 0.0,
+        "CD2_2": 5.6e-5,
+    }  # fmt: skip
+    header = {**wcs, "MAGZERO": 28.0, "MAGZERO_ERR": 0.002, "ASTRMS": 12.0, "ASTNMATCH": 20}
+    stats = {"psfSigma": 1.5, "pixelScale": 0.2, "skyBg": 1000.0, "magLim": 24.0}
+    summary = {
+        "status": "warning", "expid": 7001, "detector": 1, "band": "r", "flags": ["psf"],
+        "header": header, "summary_stats": stats,
+    }  # fmt: skip
+    ok = outcome_from_summary(summary, wcs, header, (16, 16))
+    assert ok.status == "ok" and ok.reason == "warning: psf" and ok.magzero == 28.0
+    assert ok.seeing == pytest.approx(1.5 * 2.3548 * 0.2, rel=1e-4) and ok.m5 == 24.0
+    assert ok.guess_points[0] == pytest.approx((150.0, 2.0)) and len(ok.fitted_points) == 5
+    partial = {**summary, "status": "partial", "reason": "astrometry: no match", "header": wcs}
+    got = outcome_from_summary(partial, wcs, wcs, (16, 16))
+    assert got.fitted_points is None and got.magzero is None and got.reason.startswith("astro")
+    failed = outcome_from_summary(
+        {**summary, "status": "failed", "reason": "x"}, wcs, header, (16, 16)
+    )
+    assert failed.magzero is None and failed.fitted_points is None and failed.reason == "x"

@@ -170,10 +170,23 @@ def simulate_detector(plan: _Plan, camera: Camera, detector: int) -> tuple[Expos
 
 
 def simulate_visit(
-    camera: Camera, config: SimConfig | None = None, seed: int = 0, visit: int = 1, **kwargs
+    camera: Camera,
+    config: SimConfig | None = None,
+    seed: int = 0,
+    visit: int = 1,
+    *,
+    pointing_offset_arcsec: tuple[float, float] = (3.0, -4.0),
+    rotation_arcsec: float = 30.0,
+    transparency: float = 1.0,
+    seeing: float | None = None,
+    sky_rotation: float = 0.0,
 ) -> list[tuple[Exposure, Truth]]:
-    """Every detector's exposure and truth (keywords: :func:`plan_visit`'s)."""
-    plan = plan_visit(camera, config, seed, visit, **kwargs)
+    """Every detector's exposure and truth, in camera order (keywords: :func:`plan_visit`)."""
+    plan = plan_visit(
+        camera, config, seed, visit, pointing_offset_arcsec=pointing_offset_arcsec,
+        rotation_arcsec=rotation_arcsec, transparency=transparency, seeing=seeing,
+        sky_rotation=sky_rotation,
+    )  # fmt: skip
     return [simulate_detector(plan, camera, d.id) for d in camera.detectors]
 
 
