@@ -22,6 +22,8 @@ The agents are made from the topology (:mod:`streams.topology`), one per stage.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import logging
 import tempfile
@@ -36,6 +38,7 @@ from faust.types import TP
 
 from streams import limits
 from streams.delivery import Outage, run_retrying, send_retrying
+from streams.lanes import Lanes
 from streams.readmodel import ReadModel, RedisReadModel
 from streams.runner import Message, Output
 from streams.science import SciencePool
@@ -94,11 +97,15 @@ class Service:
     handled: Handled = field(default_factory=Handled)
     outage: Outage = field(default_factory=Outage)
 
-    async def handle(self, agent: str, event: faust.EventT) -> None:
+    async def handle(
+        self, agent: str, event: faust.EventT, slots: asyncio.Semaphore | None = None
+    ) -> None:
         """One message through ``agent``'s step; returns once its outputs are delivered.
 
         A fault of the machine is waited out (retried with back-off, then parked: see
-        :mod:`streams.delivery`); the message is acknowledged only after that."""
+        :mod:`streams.delivery`); the message is acknowledged only after that. ``slots``
+        bounds the agent's steps at once (``[stream] concurrency``); a step waiting
+        between its tries holds none."""
         record = event.message
         message = Message(
             topic=record.topic,
@@ -112,8 +119,13 @@ class Service:
             outputs: list[Output] = []
             made = "(done upstream in this worker)"
         else:
+
+            async def step() -> list[Output]:
+                async with slots or contextlib.nullcontext():
+                    return await self.science.run(agent, message, self.onward(message.partition))
+
             outputs = await run_retrying(
-                lambda: self.science.run(agent, message, self.onward(message.partition)),
+                step,
                 agent,
                 message,
                 self.deployment.stream.retry,
@@ -202,6 +214,10 @@ def build_service(deployment: Deployment, science: SciencePool | None = None) ->
         broker_session_timeout=stream.session_timeout_s,
         broker_heartbeat_interval=stream.session_timeout_s / 3,
         broker_commit_interval=1.0,
+        # The lanes (streams.lanes) hold records taken but not yet handled; faust's wait for
+        # every taken record before a rebalance or a stop would wait on them all. Not
+        # waiting is safe: only acknowledged offsets are committed, the rest comes again.
+        stream_wait_empty=False,
         web_enabled=stream.web_port is not None,
         web_port=stream.web_port or 6066,
         web_bind="127.0.0.1",
@@ -235,13 +251,28 @@ def build_service(deployment: Deployment, science: SciencePool | None = None) ->
 
 
 def _attach(service: Service, stage: Stage) -> None:
-    """The faust agent of ``stage``: each event through the science pool, then acknowledged."""
+    """The faust agent of ``stage``: each event to its partition's lane (streams.lanes),
+    through the science pool there, acknowledged when its outputs are delivered."""
+    app = service.app
+    step = asyncio.Semaphore(service.deployment.stream.concurrency if stage.concurrency else 1)
+
+    async def handle(event: faust.EventT) -> bool:
+        if event.message.generation_id != app.consumer_generation_id:
+            return False  # from before a rebalance: delivered again from the committed offset
+        await service.handle(stage.agent, event, step)
+        return True
 
     async def agent(events: faust.StreamT) -> None:
-        async for event in events.events():
-            await service.handle(stage.agent, event)
+        lanes: Lanes[faust.EventT] = Lanes(
+            handle,
+            lambda event: event.ack(),
+            pause=lambda tp: app.consumer.pause_partitions([tp]),
+            resume=lambda tp: app.consumer.resume_partitions([tp]),
+        )
+        try:
+            async for event in events.noack().events():
+                await lanes.put(event.message.tp, event)
+        finally:
+            await lanes.close()
 
-    concurrency = service.deployment.stream.concurrency if stage.concurrency else 1
-    service.app.agent(service.topics[stage.consumes], name=stage.agent, concurrency=concurrency)(
-        agent
-    )
+    app.agent(service.topics[stage.consumes], name=stage.agent)(agent)

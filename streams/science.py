@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -23,6 +24,9 @@ from streams.settings import Deployment
 from streams.shard_cache import RedisShardCache
 
 log = logging.getLogger("calibstream.science")
+
+#: How long a worker whose science process died waits to see whether it is stopping too.
+STOP_GRACE_S = 0.5
 
 _CONTEXT: runner.Context | None = None
 
@@ -80,6 +84,9 @@ class SciencePool:
 
     def __init__(self, deployment: Deployment) -> None:
         self.deployment = deployment
+        #: Whether the worker is stopping (set by the worker): a science process that dies
+        #: then was stopped with it (a signal to the process group), not by a fault.
+        self.stopping: Callable[[], bool] = lambda: False
         self._executor = self._start()
 
     def _start(self) -> Executor:
@@ -103,6 +110,12 @@ class SciencePool:
         try:
             return await loop.run_in_executor(self._executor, _run, agent, message, onward)
         except BrokenProcessPool:
+            # A signal to the whole process group (a service manager's stop) reaches the
+            # worker as it kills the pool: give the worker's own handler a moment to run,
+            # then leave the record unacknowledged for the stop, without a retry.
+            await asyncio.sleep(STOP_GRACE_S)
+            if self.stopping():
+                raise asyncio.CancelledError("the worker is stopping") from None
             # A science process died (killed, out of memory, a crash in C): the machine's
             # fault as far as anyone can tell here. A fresh pool takes the retry; an
             # event that kills its process every time ends parked, not failed.

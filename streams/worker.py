@@ -69,6 +69,7 @@ def run_worker(deployment: Deployment, loglevel: str = "info") -> int:
             log.exception("the read model's self-heal check failed")
 
     worker = faust.Worker(service.app, loglevel=loglevel, redirect_stdouts=False)
+    service.science.stopping = lambda: worker.should_stop
     worker.execute_from_commandline()
     return 0
 

@@ -2,9 +2,10 @@
 
 - A bare :class:`~streams.science.SciencePool` in a child process: ``kill -9`` of the child
   leaves no pool process.
-- A worker calibrating a queue of exposures, stopped with SIGTERM or SIGINT (in order) or
-  ``kill -9`` (the worker's pid alone, not its process group): none of its science processes
-  remains.
+- A worker calibrating a queue of exposures, stopped with SIGTERM or SIGINT (in order),
+  ``kill -9`` (the worker's pid alone, not its process group) or SIGTERM to its whole process
+  group (as a service manager stops it): none of its science processes remains, and a stop
+  is never taken for a fault (nothing retried, no pool restarted).
 - ``calibstream demo --keep`` on tiny exposures, stopped while it calibrates with SIGTERM,
   SIGINT or ``kill -9``: no broker, Redis, worker, science process or dashboard remains.
 
@@ -132,7 +133,7 @@ def exposures(tmp_path_factory) -> tuple[list[Path], Path]:
 SIGNALS = {"sigterm": signal.SIGTERM, "sigint": signal.SIGINT, "kill-9": signal.SIGKILL}
 
 
-@pytest.mark.parametrize("how", list(SIGNALS))
+@pytest.mark.parametrize("how", [*SIGNALS, "sigterm-group"])
 def test_a_stopped_worker_leaves_no_science_process(how, exposures, tansu, tmp_path, reaper):
     paths, refcat = exposures
     prefix = f"hyg{os.getpid()}{how.replace('-', '')}{time.monotonic_ns() % 10**6}."
@@ -158,10 +159,17 @@ def test_a_stopped_worker_leaves_no_science_process(how, exposures, tansu, tmp_p
         done = len(list((tmp_path / "out").glob("exposures/*/summary.json")))
         assert done < len(paths), "not stopped while calibrating"
         t0 = time.monotonic()
-        os.kill(worker.pid, SIGNALS[how])
+        if how == "sigterm-group":  # as a service manager stops it: every process at once
+            os.killpg(worker.pid, signal.SIGTERM)
+        else:
+            os.kill(worker.pid, SIGNALS[how])
         worker.proc.wait(60)
         stopped_in = time.monotonic() - t0
         assert left_after(procs) == [], worker.log_tail()
+        if how.startswith("sig"):  # a stop, not a fault: nothing retried, no pool restarted
+            log = worker.log_path.read_text(errors="replace")
+            assert "science process died" not in log, worker.log_tail(60)
+            assert "waiting for the machine" not in log, worker.log_tail(60)
     print(f"{how}: the worker stopped in {stopped_in:.1f} s after {done} exposure(s)")
 
 

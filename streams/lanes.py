@@ -1,0 +1,108 @@
+"""One lane per partition: a record that waits out a fault holds its own partition only.
+
+faust's agent takes the records of all its partitions from one stream, in the order
+they arrive; a record retried for two minutes there would hold every partition behind
+it. Here the agent hands each record to its partition's lane and goes on: the lanes run
+side by side, each one record at a time in its partition's order, and each record is
+acknowledged when its lane is done with it (faust commits a partition's offsets only up
+to its first unacknowledged record, so the waiting partition's offset stays put).
+
+Bounded: a lane that holds ``backlog`` records pauses its partition's fetching until it
+has drained to half of that, so a waiting partition costs no memory however long it
+waits. ``limit`` bounds how many lanes run a step at once (the science pool bounds the
+CPU; a lane waiting between retries holds no slot).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Hashable, Iterable
+from typing import Generic, TypeVar
+
+Record = TypeVar("Record")
+
+log = logging.getLogger("calibstream.lanes")
+
+
+class Lanes(Generic[Record]):
+    """Runs ``handle(record)`` for each record put, in order within its lane, lanes in
+    parallel; then ``ack(record)`` if ``handle`` says it is done with it (False: the
+    record is left to be delivered again, e.g. one from before a rebalance)."""
+
+    def __init__(
+        self,
+        handle: Callable[[Record], Awaitable[bool]],
+        ack: Callable[[Record], object],
+        *,
+        backlog: int = 64,
+        pause: Callable[[Hashable], object] = lambda lane: None,
+        resume: Callable[[Hashable], object] = lambda lane: None,
+    ) -> None:
+        self._handle = handle
+        self._ack = ack
+        self._backlog = backlog
+        self._pause = pause
+        self._resume = resume
+        self._queues: dict[Hashable, asyncio.Queue[Record]] = {}
+        self._tasks: dict[Hashable, asyncio.Task[None]] = {}
+        self._paused: set[Hashable] = set()
+
+    async def put(self, lane: Hashable, record: Record) -> None:
+        """Queue ``record`` on ``lane`` (started on first use); never waits on a lane."""
+        queue = self._queues.get(lane)
+        if queue is None:
+            queue = self._queues[lane] = asyncio.Queue()
+            self._tasks[lane] = asyncio.create_task(self._run(lane, queue), name=f"lane {lane}")
+        queue.put_nowait(record)
+        if queue.qsize() >= self._backlog and lane not in self._paused:
+            self._paused.add(lane)
+            self._pause(lane)
+        await asyncio.sleep(0)  # let the lanes start before the next record
+
+    def drop(self, lanes: Iterable[Hashable]) -> None:
+        """Forget the queued records of ``lanes`` (their partitions moved to another worker,
+        which takes them from the committed offset: nothing is acknowledged here)."""
+        for lane in lanes:
+            task = self._tasks.pop(lane, None)
+            if task is not None:
+                task.cancel()
+            self._queues.pop(lane, None)
+            self._paused.discard(lane)
+
+    async def close(self) -> None:
+        """Stop every lane; records not yet handled stay unacknowledged."""
+        tasks = list(self._tasks.values())
+        self.drop(list(self._tasks))
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def pending(self, lane: Hashable) -> int:
+        queue = self._queues.get(lane)
+        return 0 if queue is None else queue.qsize()
+
+    async def _run(self, lane: Hashable, queue: asyncio.Queue[Record]) -> None:
+        while True:
+            record = await queue.get()
+            if await self._handled(lane, record):
+                self._ack(record)
+            if lane in self._paused and queue.qsize() <= self._backlog // 2:
+                self._paused.discard(lane)
+                self._resume(lane)
+
+    async def _handled(self, lane: Hashable, record: Record) -> bool:
+        """``handle(record)``; an error it lets out (a bug: the policy answers the data's
+        faults and waits out the machine's) is logged and the record tried again, never
+        skipped, 1 s apart doubling to a minute."""
+        delay = 1.0
+        while True:
+            try:
+                return await self._handle(record)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("lane %s: a record failed; trying it again in %g s", lane, delay)
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 60.0)
