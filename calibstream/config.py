@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal, get_type_hints
 
+from calibstream.camera import DEFAULT_CAMERA, Camera, camera_from_mapping
 from calibstream.config_bounds import LimitsConfig, SanityConfig
 from calibstream.config_types import checked
 from calibstream.errors import ConfigError
@@ -292,6 +293,9 @@ class Config:
     fiducials: Mapping[str, Fiducial] = field(default_factory=lambda: DEFAULT_FIDUCIALS)
     summary: SummaryConfig = field(default_factory=SummaryConfig)
     verdicts: VerdictConfig = field(default_factory=VerdictConfig)
+    #: The detectors a visit is expected to hold and where they sit in the focal
+    #: plane (:mod:`calibstream.camera`); a ``[camera]`` table replaces it whole.
+    camera: Camera = DEFAULT_CAMERA
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:
@@ -326,13 +330,25 @@ def _build(cls: type, data: dict[str, Any], prefix: str):
     for name, value in data.items():
         default = getattr(cls(), name)
         where = f"{prefix}.{name}" if prefix else name
-        if dataclasses.is_dataclass(default):
+        if isinstance(default, Camera):
+            kwargs[name] = _camera(value)
+        elif dataclasses.is_dataclass(default):
             kwargs[name] = _build(type(default), value, where)
         elif isinstance(default, Mapping):
             kwargs[name] = _build_mapping(default, value, where)
         else:
             kwargs[name] = checked(value, hints[name], prefix, name)
     return cls(**kwargs)
+
+
+def _camera(data: Any) -> Camera:
+    """A ``[camera]`` table, whole (a partial camera is no camera): one-line errors naming
+    the field, as for every other key (``config: [camera] ... field 'id' must be int``)."""
+    try:
+        return camera_from_mapping(data)
+    except ValueError as exc:
+        reason = str(exc).removeprefix("camera: ")
+        raise ConfigError(f"[camera] {reason}", where="config") from None
 
 
 def _build_mapping(default: Mapping[str, Any], data: Any, prefix: str) -> Mapping[str, Any]:
