@@ -139,6 +139,9 @@ def _detect_matched(
         raise ValueError("PSF-matched detection needs a PSF model")
     var = np.broadcast_to(np.float32(variance), image.shape) if np.isscalar(variance) else variance
     detection = matched_filter_snr(image, var, invalid, psf, background)
+    # No peak on pixels without data: deep in a NO_DATA region both the S/N's numerator and
+    # its noise are FFT round-off, and their ratio made 1-pixel "sources" (issue 16, edges).
+    np.copyto(detection, 0.0, where=invalid)
     # Threshold the S/N field's sub-pixel maximum, not its value at the nearest pixel
     # centre (which loses ~4% for an off-centre source): find candidates a little
     # lower, refine each peak, keep those whose refined peak reaches the threshold.
