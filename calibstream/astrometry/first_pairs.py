@@ -43,9 +43,10 @@ SHIFT_BIN_PX = 5.0
 VERIFY_RADIUS_PX = 10.0
 #: Reference stars used for the votes per bright source, per unit of searched area / chip area.
 REF_PER_SOURCE = 2.0
-#: Of the brightest reference stars as many as the brighter sources left out (saturated),
-#: times this, are skipped: some of those sources are not stars, or not in the references.
-SKIP_FRACTION = 0.8
+#: The pattern vote's references skip as many of the brightest as the brighter sources
+#: left out (saturated), per unit area, times each of these in turn until one verifies:
+#: the count is only an estimate (saturated stars merge, some sources are not stars).
+SKIP_TRIALS = (1.0, 0.7, 0.5)
 
 #: (the sources' brightness, the references' rank, the brighter sources left out)
 Ranks = tuple[np.ndarray, np.ndarray, int]
@@ -71,13 +72,28 @@ def first_pairs(
         )
     if sparse:
         return match_direct(src.xy, ref.xy, *direct_bounds(frame, cfg))
-    bright_src, bright_ref = _brightest(ranks, frame, margin, cfg)
+    bright_src, ref_order, n_ref_bright, skip = _brightest(ranks, frame, margin, cfg)
     area_foot = (frame.nx + 2 * margin) * (frame.ny + 2 * margin) * frame.pixel_scale**2
     ref_density = ref.rows.size / area_foot
     if trusted:
-        found = _direct_verified(src, ref, bright_src, bright_ref, frame, ref_density, cfg)
+        # direct matching is cheap: its references span the skip's whole doubt
+        window = ref_order[: 2 * skip + n_ref_bright]
+        found = _direct_verified(src, ref, bright_src, window, frame, ref_density, cfg)
         if found is not None:
             return found
+    error = None
+    for fraction in SKIP_TRIALS if skip else (0.0,):
+        start = round(fraction * skip)
+        try:
+            bright_ref = ref_order[start : start + n_ref_bright]
+            return _pattern(src, ref, bright_src, bright_ref, frame, ref_density, cfg)
+        except AstrometryError as exc:  # the next window, if any
+            error = exc
+    raise error
+
+
+def _pattern(src, ref, bright_src, bright_ref, frame, ref_density, cfg) -> PatternSolution:
+    """:func:`~calibstream.astrometry.matcher.match_pattern` of these brightest lists."""
     nx, ny, pixel_scale = frame.nx, frame.ny, frame.pixel_scale
     return match_pattern(
         src.xy,
@@ -97,18 +113,17 @@ def first_pairs(
 
 def _brightest(
     ranks: Ranks, frame: TangentFrame, margin: float, cfg: AstrometryConfig
-) -> tuple[np.ndarray, np.ndarray]:
-    """The ``n_bright`` brightest sources and ``REF_PER_SOURCE`` times as many reference
-    stars per unit area, past those as bright as the sources left out."""
+) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """The ``n_bright`` brightest sources; the reference stars brightest first, how many
+    of them the pattern vote takes (``REF_PER_SOURCE`` per source per unit area) and how
+    many to skip: as many as the sources left out as brighter, per unit area."""
     src_brightness, ref_rank, n_brighter = ranks
-    area_chip = frame.nx * frame.ny
-    area_foot = (frame.nx + 2 * margin) * (frame.ny + 2 * margin)
+    area_ratio = (frame.nx + 2 * margin) * (frame.ny + 2 * margin) / (frame.nx * frame.ny)
     rank_src = np.nan_to_num(src_brightness, nan=-np.inf)
     bright_src = np.argsort(-rank_src, kind="stable")[: cfg.n_bright]
-    n_ref_bright = round(REF_PER_SOURCE * cfg.n_bright * area_foot / area_chip)
-    skip = min(round(SKIP_FRACTION * n_brighter * area_foot / area_chip), ref_rank.size // 2)
-    bright_ref = np.argsort(-ref_rank, kind="stable")[skip : skip + n_ref_bright]
-    return bright_src, bright_ref
+    n_ref_bright = round(REF_PER_SOURCE * cfg.n_bright * area_ratio)
+    skip = min(round(n_brighter * area_ratio), ref_rank.size // 2)
+    return bright_src, np.argsort(-ref_rank, kind="stable"), n_ref_bright, skip
 
 
 def _direct_verified(
