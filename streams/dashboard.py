@@ -10,6 +10,11 @@ Routes (the JSON API is documented in the README)::
     /api/exposures/{expid}             one exposure: read-model row and summary.json
     /api/exposures/{expid}/quality     the per-exposure plots' data
     /api/lag                           consumer lag per topic and partition
+    /visits                            the night's visits: zero-point chart and list
+    /visits/{visit}                    one visit's focal plane
+    /api/visits?limit&after            visit rows newest first (after: the last visit of
+                                       the page before), counts by completeness
+    /api/visits/{visit}                one visit: summary, detectors, camera geometry
     /api/events?after=CURSOR           server-sent events: ``exposures`` (rows recorded
                                        after the cursor, paged, in order) and ``summary``
     /metrics                           Prometheus text format
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import socket
@@ -35,11 +41,13 @@ from typing import Any
 
 from aiohttp import web
 
+from calibstream.camera import DEFAULT_CAMERA, Camera
 from streams.dashboard_guard import Guard, GuardError, guard_middleware, make_guard, read_token
 from streams.lag import LagProbe
 from streams.metrics import metrics_text
 from streams.monitor import LIVE_PAGE, ExposureQuery, LagState, Monitor
 from streams.readmodel import RedisReadModel, json_text
+from streams.readmodel_visits import MAX_VISITS_PAGE
 from streams.settings import Deployment, StreamSettings
 
 __all__ = ["build_app", "run_dashboard"]
@@ -53,6 +61,8 @@ SUMMARY_INTERVAL_S = 2.0  # how often it sends the summary
 LAG_INTERVAL_S = 2.0
 
 MONITOR = web.AppKey("monitor", Monitor)
+CAMERA = web.AppKey("camera", Camera)
+VISITS_PAGE = 500  # visits a page of /api/visits holds by default
 
 
 def _dumps(value: Any) -> str:
@@ -116,6 +126,51 @@ async def _quality(request: web.Request) -> web.Response:
     if found is None:
         raise web.HTTPNotFound(text="no folder for this exposure")
     return _json(found)
+
+
+def _visit_id(request: web.Request) -> int:
+    try:
+        return int(request.match_info["visit"])
+    except ValueError:
+        raise web.HTTPBadRequest(text="VISIT must be an integer") from None
+
+
+def _int_param(request: web.Request, name: str, default: int | None) -> int | None:
+    text = request.query.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise web.HTTPBadRequest(text=f"{name} must be an integer") from None
+
+
+async def _visits(request: web.Request) -> web.Response:
+    """A page of visits newest first; ``next_after`` goes on from its last one."""
+    limit = _int_param(request, "limit", VISITS_PAGE) or 0
+    if not 1 <= limit <= MAX_VISITS_PAGE:
+        raise web.HTTPBadRequest(text=f"limit must be 1 to {MAX_VISITS_PAGE}")
+    readmodel = request.app[MONITOR].readmodel
+    rows = await _off_loop(readmodel.visits, limit, _int_param(request, "after", None))
+    counts = await _off_loop(readmodel.count_visits)
+    more = rows[-1]["visit"] if len(rows) == limit else None
+    return _json({"visits": rows, "next_after": more, "counts": counts})
+
+
+def camera_geometry(camera: Camera) -> dict:
+    """The camera as the focal-plane view draws it: name, and each detector's centre (px
+    from the boresight), rotation (deg) and size (px)."""
+    return {"name": camera.name, "detectors": [dataclasses.asdict(d) for d in camera.detectors]}
+
+
+async def _visit(request: web.Request) -> web.Response:
+    """One visit: its summary row, its detectors' outcomes and the camera they sit in."""
+    found = await _off_loop(request.app[MONITOR].readmodel.visit, _visit_id(request))
+    if found is None:
+        raise web.HTTPNotFound(text="no such visit")
+    detectors = found["state"].get("outcomes") or []
+    camera = camera_geometry(request.app[CAMERA])
+    return _json({"summary": found["summary"], "detectors": detectors, "camera": camera})
 
 
 async def _lag(request: web.Request) -> web.Response:
@@ -207,13 +262,19 @@ async def _poll_lag(probe: LagProbe, state: LagState) -> None:
 
 
 def build_app(
-    monitor: Monitor, probe: LagProbe | None = None, *, guard: Guard | None = None
+    monitor: Monitor,
+    probe: LagProbe | None = None,
+    *,
+    guard: Guard | None = None,
+    camera: Camera = DEFAULT_CAMERA,
 ) -> web.Application:
     """The aiohttp application; ``probe`` (optional) keeps the consumer lag current;
-    ``guard`` checks every request (default: loopback Host names only, no token)."""
+    ``guard`` checks every request (default: loopback Host names only, no token);
+    ``camera`` is where the visits' detectors are drawn (the science config's)."""
     guard = guard or make_guard(StreamSettings(), "127.0.0.1", None)
     app = web.Application(middlewares=[guard_middleware(guard)])
     app[MONITOR] = monitor
+    app[CAMERA] = camera
     app.router.add_get("/", _page("dashboard.html"))
     app.router.add_get("/exposure/{expid}", _page("exposure.html"))
     app.router.add_static("/static/", STATIC)
@@ -222,6 +283,10 @@ def build_app(
     app.router.add_get("/api/exposures/{expid}", _exposure)
     app.router.add_get("/api/exposures/{expid}/quality", _quality)
     app.router.add_get("/api/lag", _lag)
+    app.router.add_get("/visits", _page("visits.html"))
+    app.router.add_get("/visits/{visit}", _page("visit.html"))
+    app.router.add_get("/api/visits", _visits)
+    app.router.add_get("/api/visits/{visit}", _visit)
     app.router.add_get("/api/events", _events)
     app.router.add_get("/metrics", _metrics)
 
@@ -237,6 +302,13 @@ def build_app(
 
         app.cleanup_ctx.append(lag_task)
     return app
+
+
+def deployment_camera(deployment: Deployment) -> Camera:
+    """The camera of the deployment's science config (``[camera]``)."""
+    # FALLBACK until Config.camera lands in calibstream/config.py: the default 3x3 grid.
+    # Once it has, this is just ``deployment.science.camera``.
+    return getattr(deployment.science, "camera", DEFAULT_CAMERA)
 
 
 def run_dashboard(
@@ -260,7 +332,8 @@ def run_dashboard(
     )
     if stream.redis is None:
         log.warning("no Redis configured: the dashboard has no read model to show")
-    app = build_app(monitor, LagProbe(stream, deployment.topology), guard=guard)
+    probe = LagProbe(stream, deployment.topology)
+    app = build_app(monitor, probe, guard=guard, camera=deployment_camera(deployment))
     # Bound before the address is printed: with port 0, the port the system gave.
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.create_server((host, port), family=family)

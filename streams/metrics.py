@@ -3,7 +3,8 @@
 The workers count into Redis (every worker and science process adds to the same counters
 and histogram buckets), so one scrape of the dashboard sees the whole service, however
 many workers run. Counters count events handled (a redelivered or replayed event counts
-again, as work done); ``calibstream_exposures`` counts distinct exposures by status.
+again, as work done); ``calibstream_exposures`` counts distinct exposures by status,
+``calibstream_visits`` distinct visits by completeness.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class ServiceCollector(Collector):
             counters.get("parked_now", {}),
         )
         yield _exposures_gauge(self.monitor.readmodel.count_by_status())
+        yield _visits_gauge(self.monitor.readmodel.count_visits())
         yield from _night_gauges(latest_by_band(self.monitor.readmodel))
         histograms = self.monitor.histograms()
         yield _stage_histogram(histograms["stage_seconds"])
@@ -113,6 +115,18 @@ def _exposures_gauge(count_by_status: dict[str, int]) -> Metric:
     for status in STATUSES:
         exposures.add_metric([status], count_by_status.get(status, 0))
     return exposures
+
+
+def _visits_gauge(count_by_completeness: dict[str, int]) -> Metric:
+    """Distinct visits by completeness: every expected detector reported, or not (yet)."""
+    visits = GaugeMetricFamily(
+        "calibstream_visits",
+        "Distinct visits in the read model, by completeness (complete, incomplete)",
+        labels=["status"],
+    )
+    for status, count in sorted(count_by_completeness.items()):
+        visits.add_metric([status], count)
+    return visits
 
 
 def _night_gauges(latest: dict) -> Iterator[Metric]:

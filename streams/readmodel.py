@@ -32,6 +32,7 @@ from streams.readmodel_index import (
     IndexedQueries,
     MetricsPage,
 )
+from streams.readmodel_visits import VisitQueries, VisitReadModel
 from streams.redis_client import COUNTERS, RedisClient, json_text, loads_row
 
 __all__ = [
@@ -70,9 +71,10 @@ class Histogram:
 
 
 @runtime_checkable
-class ReadModel(Protocol):
+class ReadModel(VisitReadModel, Protocol):
     """What the service's code asks of the read model: the workers' steps write it (``incr``,
-    ``observe``, ``record_persisted``, ``record_metrics``), the dashboard reads it."""
+    ``observe``, ``record_persisted``, ``record_metrics``), the dashboard reads it. The
+    visits' share is :class:`~streams.readmodel_visits.VisitReadModel`."""
 
     @property
     def state(self) -> str:
@@ -137,7 +139,7 @@ class ReadModel(Protocol):
         """Every label's histogram of ``name``."""
 
 
-class RedisReadModel(IndexedQueries, RedisClient):
+class RedisReadModel(IndexedQueries, VisitQueries, RedisClient):
     """The read model in Redis: persisted ledger, metrics, counters and histograms.
 
     Every method is safe to call whatever Redis does (see :class:`RedisClient`): failures
@@ -167,6 +169,7 @@ class RedisReadModel(IndexedQueries, RedisClient):
     def _connected(self, client: redis.Redis) -> None:
         self._record_script = client.register_script(RECORD_METRICS)
         self._register_index_scripts(client)
+        self._register_visit_scripts(client)
 
     # ------------------------------------------------------------------ persisted ledger
 

@@ -11,7 +11,10 @@ record script of :mod:`streams.readmodel`).
 Self-healing (:func:`heal_read_model`, every ~10 s in each worker): a ``built`` marker is set
 at each rebuild; when it is absent (Redis restarted without its data, or flushed) while
 folders exist, one process (SET NX) rebuilds. The marker is not set by the sinks' writes: a
-write into a Redis that just came back empty must not hide the rows it lost.
+write into a Redis that just came back empty must not hide the rows it lost. A rebuild
+records the visits too, from ``ROOT/visits/<VISIT>/summary.json`` and ``detectors.json``
+(:func:`record_visit_folder`, the same call the visit agent may make once it has persisted
+a visit).
 
 The dashboard's per-value indexes (:mod:`streams.readmodel_index`) are kept by the record
 script, so a rebuild keeps them too; rows recorded before the indexes existed (or whose
@@ -40,7 +43,9 @@ __all__ = [
     "heal_indexes",
     "heal_read_model",
     "rebuild_read_model",
+    "rebuild_visits",
     "record_folder",
+    "record_visit_folder",
     "row_of",
 ]
 
@@ -158,8 +163,9 @@ def exposure_folders(root: Path) -> Iterator[Path]:
 def rebuild_read_model(root: Path, readmodel: RedisReadModel) -> int:
     """Record a row (and an ok folder's ledger entry) for every exposure folder under
     ``root``, as its summary says; latency unknown (null) unless the row already holds the
-    same folder content. Rows of folders that are gone are left. Sets the ``built`` marker;
-    returns how many folders were recorded."""
+    same folder content. Rows of folders that are gone are left. The visit folders are
+    recorded too (:func:`rebuild_visits`). Sets the ``built`` marker; returns how many
+    exposure folders were recorded."""
     recorded = 0
     for folder in exposure_folders(root):
         state = folder_state(folder)
@@ -170,9 +176,60 @@ def rebuild_read_model(root: Path, readmodel: RedisReadModel) -> int:
         recorded += 1
         if recorded % 1000 == 0:
             readmodel.renew_rebuild(CLAIM_TTL_S)
+    visits = rebuild_visits(root, readmodel)
+    if visits:
+        log.info("read model: %d visits recorded from %s/visits", visits, root)
     readmodel.reindex_metrics()  # the rows of folders that are gone, recorded unindexed
     readmodel.mark_built()
     return recorded
+
+
+def visit_folders(root: Path) -> Iterator[Path]:
+    """Every visit folder under ``root/visits`` (not the writers' hidden staging)."""
+    try:
+        entries = list(os.scandir(Path(root) / "visits"))
+    except OSError:
+        return
+    for entry in sorted(entries, key=lambda e: e.name):
+        if not entry.name.startswith(".") and entry.is_dir():
+            yield Path(entry.path)
+
+
+def _json_object(path: Path) -> dict | None:
+    """A JSON object read from ``path``, or None (absent, unreadable, not an object)."""
+    try:
+        value = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def record_visit_folder(readmodel: ReadModel, folder: Path) -> bool:
+    """Record a visit's row as its folder says (``summary.json``, and ``detectors.json``:
+    ``VisitState.to_dict()``), at the summary's write time: recorded again unchanged, it
+    keeps the time of its first persistence. False when the folder has no readable
+    summary (nothing recorded)."""
+    folder = Path(folder)
+    path = folder / SUMMARY
+    summary = _json_object(path)
+    if summary is None or "visit" not in summary:
+        log.warning("visit folder %s: no readable summary: not recorded", folder)
+        return False
+    state = _json_object(folder / "detectors.json")
+    if state is None:  # a summary alone still says what the visit is
+        log.warning("visit folder %s: no readable detectors.json", folder)
+        state = {"visit": summary["visit"], "outcomes": []}
+    try:
+        mtime_ms = path.stat().st_mtime_ns // 1_000_000
+    except OSError:
+        return False
+    readmodel.record_visit(summary["visit"], summary, state, mtime_ms)
+    return True
+
+
+def rebuild_visits(root: Path, readmodel: ReadModel) -> int:
+    """Record every visit folder under ``root/visits``; how many were readable."""
+    return sum(record_visit_folder(readmodel, folder) for folder in visit_folders(root))
 
 
 def heal_indexes(readmodel: RedisReadModel) -> int | None:
