@@ -19,12 +19,78 @@ from calibstream.runtime import reuse_freed_memory
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from calibstream.simulate.survey import write_simulation
+    problem = _simulate_arguments_problem(args)
+    if problem:
+        return _usage("simulate", problem)
+    if args.visits is None:
+        from calibstream.simulate.survey import write_simulation
 
-    paths = write_simulation(Path(args.outdir), n=args.n, size=tuple(args.size), seed=args.seed)
+        n = 1 if args.n is None else args.n
+        paths = write_simulation(Path(args.outdir), n=n, size=tuple(args.size), seed=args.seed)
+    else:
+        paths = _simulate_visits(args)
     for path in paths:
         print(path)
     return 0
+
+
+#: ``simulate``'s options that describe a visit: the flag, and its argparse name.
+_VISIT_ONLY = {
+    "--camera-grid": "camera_grid",
+    "--bad-detectors": "bad_detectors",
+    "--missing-detectors": "missing_detectors",
+}
+
+#: The largest --camera-grid: an EXPID (VISIT x 1000 + DETECTOR) holds detectors 0..999.
+MAX_CAMERA_GRID = 31
+
+
+def _simulate_arguments_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with ``simulate``'s arguments taken together (argparse checks each)."""
+    if args.visits is None:
+        chosen = [flag for flag, name in _VISIT_ONLY.items() if getattr(args, name) is not None]
+        return f"{', '.join(chosen)} only with --visits" if chosen else None
+    if args.n is not None:
+        return "--n (exposures) or --visits (whole visits), not both"
+    grid = args.camera_grid or 3
+    if grid > MAX_CAMERA_GRID:
+        return f"--camera-grid: at most {MAX_CAMERA_GRID} (detector ids stay below 1000)"
+    bad, missing = set(args.bad_detectors or ()), set(args.missing_detectors or ())
+    for flag, ids in (("--bad-detectors", bad), ("--missing-detectors", missing)):
+        unknown = sorted(i for i in ids if i >= grid * grid)
+        if unknown:
+            return f"{flag}: {unknown} not in the {grid}x{grid} camera (0..{grid * grid - 1})"
+    if bad & missing:
+        return f"detector(s) {sorted(bad & missing)} both bad and missing"
+    return None
+
+
+def _simulate_visits(args: argparse.Namespace) -> list[Path]:
+    """Whole visits of a square camera and its ``[camera]`` table beside them (``camera.toml``):
+    a worker's configuration needs it to expect these detectors."""
+    from calibstream.camera import grid_camera
+    from calibstream.config import camera_toml
+    from calibstream.simulate import write_visits
+
+    grid = args.camera_grid or 3
+    camera = grid_camera(grid, size=tuple(args.size), name=f"sim{grid}x{grid}")
+    out = Path(args.outdir)
+    paths = write_visits(
+        out,
+        camera,
+        args.visits,
+        args.seed,
+        bad=args.bad_detectors or (),
+        missing=args.missing_detectors or (),
+    )
+    (out / "camera.toml").write_text(camera_toml(camera))
+    return [*paths, out / "camera.toml"]
+
+
+def _usage(command: str, message: str) -> int:
+    """A usage error found after parsing, worded as the parser's own (exit code 2)."""
+    print(f"calibstream {command}: {message} (see calibstream {command} --help)", file=sys.stderr)
+    return USAGE
 
 
 def _measure(args: argparse.Namespace) -> int:
@@ -132,6 +198,25 @@ def power_of_two(text: str) -> int:
     return value
 
 
+def _visit_options(p: argparse.ArgumentParser) -> None:
+    """``simulate``'s whole visits: a square camera of --size detectors (ids row-major)."""
+    p.add_argument(
+        "--visits", type=positive_int, default=None, help="whole visits instead of exposures"
+    )
+    p.add_argument(
+        "--camera-grid", type=positive_int, default=None, metavar="G", help="GxG detectors (3)"
+    )
+    for which, what in (("bad", "truncated"), ("missing", "not written")):
+        p.add_argument(
+            f"--{which}-detectors",
+            type=non_negative_int,
+            nargs="+",
+            default=None,
+            metavar="ID",
+            help=f"detector ids {what} in every visit",
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="calibstream", description="Calibrate characterized telescope exposures."
@@ -140,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("simulate", help="write simulated exposures, truth files and a refcat")
     p.add_argument("outdir")
-    p.add_argument("--n", type=positive_int, default=1, help="number of exposures")
+    p.add_argument("--n", type=positive_int, default=None, help="number of exposures (1)")
     p.add_argument(
         "--size",
         type=chip_side,
@@ -150,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"pixels (each at least {MIN_CHIP_SIDE})",
     )
     p.add_argument("--seed", type=non_negative_int, default=0)
+    _visit_options(p)
     p.set_defaults(func=_simulate)
 
     p = sub.add_parser("measure", help="detect and measure deep; write src.fits, background.fits")

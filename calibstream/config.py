@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copyreg
 import dataclasses
+import json
 import os
 import tomllib
 from collections.abc import Mapping
@@ -349,6 +350,16 @@ def _camera(data: Any) -> Camera:
     except ValueError as exc:
         reason = str(exc).removeprefix("camera: ")
         raise ConfigError(f"[camera] {reason}", where="config") from None
+
+
+def camera_toml(camera: Camera) -> str:
+    """The ``[camera]`` table giving ``camera`` back when loaded: what a deployment's file
+    appends so its visit agent expects the detectors a simulation wrote."""
+    lines = ["[camera]", f"name = {json.dumps(camera.name)}"]
+    for det in camera.detectors:
+        lines += ["", "[[camera.detectors]]"]
+        lines += [f"{f.name} = {getattr(det, f.name)!r}" for f in dataclasses.fields(det)]
+    return "\n".join(lines) + "\n"
 
 
 def _build_mapping(default: Mapping[str, Any], data: Any, prefix: str) -> Mapping[str, Any]:
