@@ -6,8 +6,10 @@ moved to the exposure's epoch with their errors, and the exposure's own
 first-guess WCS. It
 
 1. projects everything onto the tangent plane about the first guess's chip
-   centre and finds the first guess's error (shift, rotation, scale) by
-   pattern matching the brightest sources and reference stars
+   centre and finds the first guess's error (shift, rotation, scale)
+   (:mod:`calibstream.astrometry.first_pairs`): by direct matching of the
+   brightest sources and reference stars when the first guess is trusted and
+   the shift verifies, else by pattern matching them
    (:mod:`calibstream.astrometry.matcher`): no hint beyond the header is needed within
    ``max_offset_arcsec`` / ``max_rotation_deg`` / ``max_scale_error``;
 2. fits TAN-SIP by weighted linear least squares (:mod:`calibstream.astrometry.sipfit`),
