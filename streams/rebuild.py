@@ -206,21 +206,21 @@ def _json_object(path: Path) -> dict | None:
 
 def record_visit_folder(readmodel: ReadModel, folder: Path) -> bool:
     """Record a visit's row as its folder says (``summary.json``, and ``detectors.json``:
-    ``VisitState.to_dict()``), at the summary's write time: recorded again unchanged, it
-    keeps the time of its first persistence. False when the folder has no readable
-    summary (nothing recorded)."""
+    ``VisitState.to_dict()``), at the folder's write time (its mtime, as the visit agent
+    records it: the folder is swapped in whole): recorded again unchanged, it keeps the
+    time of its first persistence. False when the folder has no summary yet (a visit
+    still waiting for detectors, not shown until it has one) or none readable."""
     folder = Path(folder)
-    path = folder / SUMMARY
-    summary = _json_object(path)
+    summary = _json_object(folder / SUMMARY)
     if summary is None or "visit" not in summary:
-        log.warning("visit folder %s: no readable summary: not recorded", folder)
+        log.debug("visit folder %s: no summary (yet): not recorded", folder)
         return False
     state = _json_object(folder / "detectors.json")
     if state is None:  # a summary alone still says what the visit is
         log.warning("visit folder %s: no readable detectors.json", folder)
         state = {"visit": summary["visit"], "outcomes": []}
     try:
-        mtime_ms = path.stat().st_mtime_ns // 1_000_000
+        mtime_ms = folder.stat().st_mtime_ns // 1_000_000
     except OSError:
         return False
     readmodel.record_visit(summary["visit"], summary, state, mtime_ms)

@@ -159,10 +159,11 @@ def test_the_rebuild_restores_visits_from_their_folders(tmp_path, redis_url) -> 
     root = tmp_path / "out"
     first, second = visit_state(VISIT), visit_state(VISIT + 1, range(9), zp=27.9)
     folders = [write_visit_folder(root, first), write_visit_folder(root, second, timed_out=False)]
-    os.utime(folders[0] / "summary.json", ns=(1_700_000_000_000_000_000,) * 2)
-    os.utime(folders[1] / "summary.json", ns=(1_700_000_060_000_000_000,) * 2)
-    (root / "visits" / ".staging-9").mkdir()  # a writer's staging: not a visit
-    (root / "visits" / "10").mkdir()  # a folder without a summary: not recorded
+    os.utime(folders[0], ns=(1_700_000_000_000_000_000,) * 2)  # the folder's time
+    os.utime(folders[1], ns=(1_700_000_060_000_000_000,) * 2)
+    (root / "visits" / ".9.new-x").mkdir()  # a writer's staging: not a visit
+    waiting = write_visit_folder(root, visit_state(10))  # no summary yet: not shown
+    (waiting / "summary.json").unlink()
     model = RedisReadModel(redis_url, prefix=f"test-visits-{os.getpid()}")
     try:
         assert rebuild_read_model(root, model) == 0  # no exposure folders
