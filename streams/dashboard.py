@@ -48,6 +48,7 @@ from streams.metrics import metrics_text
 from streams.monitor import LIVE_PAGE, ExposureQuery, LagState, Monitor
 from streams.readmodel import RedisReadModel, json_text
 from streams.readmodel_visits import MAX_VISITS_PAGE
+from streams.rebuild import read_visit_folder
 from streams.settings import Deployment, StreamSettings
 
 __all__ = ["build_app", "run_dashboard"]
@@ -165,9 +166,14 @@ def camera_geometry(camera: Camera) -> dict:
 
 async def _visit(request: web.Request) -> web.Response:
     """One visit: its summary row, its detectors' outcomes and the camera they sit in."""
-    found = await _off_loop(request.app[MONITOR].readmodel.visit, _visit_id(request))
-    if found is None:
-        raise web.HTTPNotFound(text="no such visit")
+    monitor, visit = request.app[MONITOR], _visit_id(request)
+    found = await _off_loop(monitor.readmodel.visit, visit)
+    if found is None:  # not in the read model (Redis down, or not rebuilt yet): the folder
+        folder = monitor.output_root / "visits" / str(visit)
+        found = await _off_loop(read_visit_folder, folder)
+        if found is None:
+            raise web.HTTPNotFound(text="no such visit")
+        found["summary"] = {**found["summary"], "persisted_ms": found["persisted_ms"]}
     detectors = found["state"].get("outcomes") or []
     camera = camera_geometry(request.app[CAMERA])
     return _json({"summary": found["summary"], "detectors": detectors, "camera": camera})

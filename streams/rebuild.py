@@ -42,6 +42,7 @@ __all__ = [
     "folder_state",
     "heal_indexes",
     "heal_read_model",
+    "read_visit_folder",
     "rebuild_read_model",
     "rebuild_visits",
     "record_folder",
@@ -204,26 +205,36 @@ def _json_object(path: Path) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
-def record_visit_folder(readmodel: ReadModel, folder: Path) -> bool:
-    """Record a visit's row as its folder says (``summary.json``, and ``detectors.json``:
-    ``VisitState.to_dict()``), at the folder's write time (its mtime, as the visit agent
-    records it: the folder is swapped in whole): recorded again unchanged, it keeps the
-    time of its first persistence. False when the folder has no summary yet (a visit
-    still waiting for detectors, not shown until it has one) or none readable."""
+def read_visit_folder(folder: Path) -> dict | None:
+    """``{"summary", "state", "persisted_ms"}`` of a visit folder: its summary.json, its
+    detectors.json (``VisitState.to_dict()``) and its write time (the folder's mtime: it
+    is swapped in whole). None when it has no summary yet (a visit still waiting for
+    detectors, not shown until it has one) or none readable."""
     folder = Path(folder)
     summary = _json_object(folder / SUMMARY)
     if summary is None or "visit" not in summary:
-        log.debug("visit folder %s: no summary (yet): not recorded", folder)
-        return False
+        log.debug("visit folder %s: no summary (yet)", folder)
+        return None
     state = _json_object(folder / "detectors.json")
     if state is None:  # a summary alone still says what the visit is
         log.warning("visit folder %s: no readable detectors.json", folder)
         state = {"visit": summary["visit"], "outcomes": []}
     try:
-        mtime_ms = folder.stat().st_mtime_ns // 1_000_000
+        persisted_ms = folder.stat().st_mtime_ns // 1_000_000
     except OSError:
+        return None
+    return {"summary": summary, "state": state, "persisted_ms": persisted_ms}
+
+
+def record_visit_folder(readmodel: ReadModel, folder: Path) -> bool:
+    """Record a visit's row as its folder says (:func:`read_visit_folder`), at its write
+    time, as the visit agent records it: recorded again unchanged, it keeps the time of
+    its first persistence. False when the folder has no summary (yet)."""
+    found = read_visit_folder(folder)
+    if found is None:
         return False
-    readmodel.record_visit(summary["visit"], summary, state, mtime_ms)
+    summary = found["summary"]
+    readmodel.record_visit(summary["visit"], summary, found["state"], found["persisted_ms"])
     return True
 
 

@@ -277,3 +277,18 @@ def test_the_visits_gauge(read_model: RedisReadModel, tmp_path) -> None:
         for s in family.samples
     }
     assert samples == {"complete": 1.0, "incomplete": 1.0}
+
+
+def test_a_visit_without_redis_is_read_from_its_folder(tmp_path) -> None:
+    folder = write_visit_folder(tmp_path, visit_state(VISIT))
+    monitor = Monitor(RedisReadModel(None), tmp_path, Config().colorterms)
+
+    async def calls(client):
+        return await get(client, f"/api/visits/{VISIT}"), await get(client, "/api/visits/99")
+
+    (status, body), (missing, _) = call(monitor, calls)
+    assert status == 200 and missing == 404
+    summary = json.loads((folder / "summary.json").read_text())
+    assert {k: body["summary"][k] for k in summary} == summary
+    assert body["summary"]["persisted_ms"] == folder.stat().st_mtime_ns // 1_000_000
+    assert len(body["detectors"]) == MISSING and len(body["camera"]["detectors"]) == 9

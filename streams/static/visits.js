@@ -93,6 +93,10 @@ function drawFocalPlane(found, key) {
   const boresight = svg("path", { d: `M ${-arm} 0 H ${arm} M 0 ${-arm} V ${arm}`, class: "boresight" });
   plane.replaceChildren(...shapes, boresight);
   drawLegend(quantity, colours);
+  const known = new Set(found.camera.detectors.map((det) => det.id));
+  const outside = found.detectors.filter((d) => !known.has(d.detector)).map((d) => d.detector);
+  const note = document.getElementById("camera-note");
+  note.textContent = outside.length ? `not in camera ${found.camera.name} (not drawn): detectors ${outside.join(", ")}` : "";
 }
 
 function drawLegend(quantity, colours) {
