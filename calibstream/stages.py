@@ -28,7 +28,7 @@ from calibstream.detection.background import Background
 from calibstream.detection.pipeline import Measurement, measure_exposure
 from calibstream.errors import CalibstreamError, ExpidMismatchError, stage
 from calibstream.frame import Frame, frame_of
-from calibstream.io.exposure import read_exposure
+from calibstream.io.exposure import Exposure, read_exposure
 from calibstream.io.outputs import CalibratedExposure, persisted_exposure
 from calibstream.partial import (
     first_guess_positions,
@@ -48,7 +48,7 @@ def detect(uri: Path, config: Config, expid: int | None = None) -> tuple[Frame, 
     must have (the event's), if given."""
     start = time.perf_counter()
     with stage("read"):
-        exposure = read_exposure(uri, config.limits, config.sanity)
+        exposure = narrow_mask(read_exposure(uri, config.limits, config.sanity))
         if expid is not None and exposure.metadata.expid != expid:
             raise ExpidMismatchError(
                 f"the file's EXPID {exposure.metadata.expid} is not the event's exposure id "
@@ -62,7 +62,7 @@ def detect(uri: Path, config: Config, expid: int | None = None) -> tuple[Frame, 
         stats, shapes = image_summary(
             exposure,
             measurement.catalog,
-            measurement.background.image,
+            measurement.background,
             config.fiducials.get(exposure.metadata.band),
             config.summary,
         )
@@ -70,6 +70,22 @@ def detect(uri: Path, config: Config, expid: int | None = None) -> tuple[Frame, 
     frame = dataclasses.replace(frame_of(exposure), stats=stats)
     catalog = {**measurement.catalog, **shapes}
     return frame, dataclasses.replace(measurement, catalog=catalog, timings=timings)
+
+
+#: The largest mask value, and plane bit, a 16-bit mask holds.
+_UINT16_MAX = 0xFFFF
+
+
+def narrow_mask(exposure: Exposure) -> Exposure:
+    """``exposure`` with its mask as uint16 when every value and declared plane fits (the
+    same bits: a 4k×4k mask 32 MB smaller through the whole detect stage), else as read."""
+    mask = exposure.mask
+    planes = exposure.mask_planes.values()
+    if mask.dtype == np.uint16 or max(planes, default=0) >= 16 or mask.size == 0:
+        return exposure
+    if mask.min() < 0 or mask.max() > _UINT16_MAX:
+        return exposure
+    return dataclasses.replace(exposure, mask=mask.astype(np.uint16))
 
 
 def astrometry(

@@ -20,10 +20,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 from scipy import special
 
+from calibstream.detection.background import Background, background_at
 from calibstream.io.exposure import Exposure
 from calibstream.moments import Moments, adaptive_moments
 from calibstream.quality_config import Fiducial, SummaryConfig
@@ -37,22 +39,26 @@ SHAPE_MASK_PLANES = ("BAD", "SAT", "NO_DATA", "CR")
 #: The flags whose stars are measured (every PSF candidate, used or reserved).
 SHAPE_SOURCES = ("calib_psf_candidate", "calib_psf_used", "calib_psf_reserved")
 
+#: ``pixels(rows, cols)``: the background-subtracted image at those pixels (float32).
+PixelReader = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
 
 def image_summary(
     exposure: Exposure,
     catalog: dict[str, np.ndarray],
-    background_image: np.ndarray,
+    background: Background | np.ndarray,
     fiducial: Fiducial | None,
     config: SummaryConfig,
 ) -> tuple[SummaryStats, dict[str, np.ndarray]]:
-    """The pixels' summary statistics, and the catalog's shape columns."""
+    """The pixels' summary statistics, and the catalog's shape columns. ``background``: the
+    model (evaluated only at the pixels read) or its full-resolution image."""
     psf = adaptive_moments(exposure.psf.image[None])
-    image = exposure.image - background_image
-    shapes = star_shapes(image, exposure, catalog, float(psf.determinant_radius[0]))
+    pixels = subtracted_reader(exposure.image, background)
+    shapes = star_shapes(pixels, exposure, catalog, float(psf.determinant_radius[0]))
     residuals = psf_star_residuals({**catalog, **shapes}, psf, config)
     read_noise = 0.0 if fiducial is None else fiducial.read_noise
     bad = exposure.bits(*config.sky_mask_planes)
-    sky = sky_statistics(image, exposure.variance, exposure.mask, bad, read_noise, config)
+    sky = sky_statistics(pixels, exposure.variance, exposure.mask, bad, read_noise, config)
     p = exposure.psf.image.astype(np.float64)
     stats = SummaryStats(
         psfSigma=psf.determinant_radius[0],
@@ -66,8 +72,20 @@ def image_summary(
     return stats, shapes
 
 
+def subtracted_reader(image: np.ndarray, background: Background | np.ndarray) -> PixelReader:
+    """``image - background`` at given pixels, the same float32 values as the whole
+    difference, without a full-size plane (the model rendered a band at a time)."""
+
+    def pixels(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        if isinstance(background, Background):
+            return image[rows, cols] - background_at(background, rows, cols)
+        return image[rows, cols] - background[rows, cols]
+
+    return pixels
+
+
 def star_shapes(
-    image: np.ndarray, exposure: Exposure, catalog: dict[str, np.ndarray], psf_sigma: float
+    pixels: PixelReader, exposure: Exposure, catalog: dict[str, np.ndarray], psf_sigma: float
 ) -> dict[str, np.ndarray]:
     """Adaptive moments of the PSF candidates (``adaptive_*`` columns; NaN and ``adaptive_flag``
     for every other source, and where the iteration failed)."""
@@ -87,10 +105,11 @@ def star_shapes(
         offsets = np.arange(-half, half + 1)
         r = iy[:, None, None] + offsets[None, :, None]
         c = ix[:, None, None] + offsets[None, None, :]
-        inside = (r >= 0) & (r < image.shape[0]) & (c >= 0) & (c < image.shape[1])
-        r, c = np.clip(r, 0, image.shape[0] - 1), np.clip(c, 0, image.shape[1] - 1)
+        ny, nx = exposure.shape
+        inside = (r >= 0) & (r < ny) & (c >= 0) & (c < nx)
+        r, c = np.broadcast_arrays(np.clip(r, 0, ny - 1), np.clip(c, 0, nx - 1))
         masked = (exposure.mask[r, c] & exposure.bits(*SHAPE_MASK_PLANES)) != 0
-        stamps = np.where(inside & ~masked, image[r, c], 0.0)
+        stamps = np.where(inside & ~masked, pixels(r, c), 0.0)
         moments = adaptive_moments(stamps, inside & ~masked, sigma0=psf_sigma)
         columns["adaptive_xx"][rows] = moments.xx
         columns["adaptive_yy"][rows] = moments.yy
@@ -131,7 +150,7 @@ def _mad_sigma(values: np.ndarray) -> float:
 
 
 def sky_statistics(
-    image: np.ndarray,
+    image: PixelReader,
     variance: np.ndarray,
     mask: np.ndarray,
     bad_bits: int,
@@ -139,9 +158,13 @@ def sky_statistics(
     config: SummaryConfig,
 ) -> dict[str, float | None]:
     """skyBg, skyNoise and meanVar over the sky pixels (a regular sub-grid of at most
-    ``config.sky_max_pixels``)."""
-    stride = max(1, math.ceil(math.sqrt(image.size / config.sky_max_pixels)))
-    pixels = image[::stride, ::stride]
+    ``config.sky_max_pixels``) of the background-subtracted ``image``."""
+    ny, nx = variance.shape
+    stride = max(1, math.ceil(math.sqrt(variance.size / config.sky_max_pixels)))
+    rows, cols = np.meshgrid(
+        np.arange(0, ny, stride), np.arange(0, nx, stride), indexing="ij", sparse=True
+    )
+    pixels = image(*np.broadcast_arrays(rows, cols))
     var = variance[::stride, ::stride]
     good = ((mask[::stride, ::stride] & bad_bits) == 0) & np.isfinite(pixels)
     good &= np.isfinite(var) & (var > 0)

@@ -109,6 +109,27 @@ def subtracted_bands(image: np.ndarray, background: Background):
         yield band, part
 
 
+def background_at(background: Background, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``background.image[rows, cols]`` (float32, the same values) without the full-size
+    image: rendered a band of rows at a time, each band's pixels read off it."""
+    rows, cols = np.asarray(rows, dtype=np.intp), np.asarray(cols, dtype=np.intp)
+    out = np.empty(rows.shape, dtype=np.float32)
+    flat_rows, flat_cols, flat_out = rows.ravel(), cols.ravel(), out.reshape(-1)
+    order = np.argsort(flat_rows, kind="stable")
+    ends = np.searchsorted(
+        flat_rows[order], np.arange(_RENDER_ROWS, background.shape[0] + _RENDER_ROWS, _RENDER_ROWS)
+    )
+    start = 0
+    for (band, values), end in zip(
+        _rendered_bands(background.mesh, background.shape, background.mesh_size), ends, strict=True
+    ):
+        chosen = order[start:end]
+        start = end
+        if chosen.size:
+            flat_out[chosen] = values[flat_rows[chosen] - band.start, flat_cols[chosen]]
+    return out
+
+
 def _rendered_bands(mesh: np.ndarray, shape: tuple[int, int], mesh_size: int):
     """(rows, float64 values) of the rendering, a band of rows at a time (one buffer)."""
     mesh = np.asarray(mesh, dtype=np.float64)

@@ -40,7 +40,7 @@ class Detections:
     """Detected sources, measured on the real pixels of their footprints."""
 
     objects: np.ndarray  # sep's structured array (barycentres, moments, flux, peak)
-    segmap: np.ndarray  # int32: 0 none, i + 1 for objects[i]
+    segmap: np.ndarray  # uint16 (fewer than 65535 objects) or int32: 0 none, i + 1 for objects[i]
     deblended: np.ndarray  # bool: a child of a deblended blend
     family: np.ndarray  # int: connected-footprint label shared by blend siblings
     significance: np.ndarray  # peak of the detection image in threshold-sigma units
@@ -107,7 +107,7 @@ def measured(found: Found, image: np.ndarray, config: DetectionConfig) -> Detect
         objects = footprint_moments(image, found.segmap, objects)
     return Detections(
         objects=objects,
-        segmap=found.segmap.astype(np.int32, copy=False),
+        segmap=found.segmap,
         deblended=(found.objects["flag"] & sep.OBJ_MERGED) != 0,
         family=found.family,
         significance=found.significance,
@@ -245,16 +245,19 @@ _RENUMBER_ROWS = 256
 
 
 def _renumbered(segmap: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """Segmentation map with dropped objects cleared and the rest numbered 1..n."""
-    new_ids = np.zeros(len(keep) + 1, dtype=np.int32)
-    new_ids[1:][keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-    if keep.all():
+    """Segmentation map with dropped objects cleared and the rest numbered 1..n: uint16
+    when n < 65535 (half sep's int32 plane through measurement), else int32 in place."""
+    kept = int(keep.sum())
+    dtype = np.uint16 if kept < np.iinfo(np.uint16).max else np.int32
+    new_ids = np.zeros(len(keep) + 1, dtype=dtype)
+    new_ids[1:][keep] = np.arange(1, kept + 1, dtype=dtype)
+    if keep.all() and dtype == np.int32:
         return segmap
-    segmap = segmap.astype(np.int32, copy=False)
-    for start in range(0, segmap.shape[0], _RENUMBER_ROWS):  # in place, a band at a time
-        band = segmap[start : start + _RENUMBER_ROWS]
-        band[...] = new_ids[band]
-    return segmap
+    out = np.empty(segmap.shape, dtype) if dtype != segmap.dtype else segmap
+    for start in range(0, segmap.shape[0], _RENUMBER_ROWS):  # a band at a time
+        band = slice(start, start + _RENUMBER_ROWS)
+        np.take(new_ids, segmap[band], out=out[band])
+    return out
 
 
 def expected_false_detections(psf: np.ndarray, n_pixels: int, threshold: float) -> float:
