@@ -41,9 +41,6 @@ _VISIT_ONLY = {
     "--missing-detectors": "missing_detectors",
 }
 
-#: The largest --camera-grid: an EXPID (VISIT x 1000 + DETECTOR) holds detectors 0..999.
-MAX_CAMERA_GRID = 31
-
 
 def _simulate_arguments_problem(args: argparse.Namespace) -> str | None:
     """What is wrong with ``simulate``'s arguments taken together (argparse checks each)."""
@@ -53,8 +50,6 @@ def _simulate_arguments_problem(args: argparse.Namespace) -> str | None:
     if args.n is not None:
         return "--n (exposures) or --visits (whole visits), not both"
     grid = args.camera_grid or 3
-    if grid > MAX_CAMERA_GRID:
-        return f"--camera-grid: at most {MAX_CAMERA_GRID} (detector ids stay below 1000)"
     bad, missing = set(args.bad_detectors or ()), set(args.missing_detectors or ())
     for flag, ids in (("--bad-detectors", bad), ("--missing-detectors", missing)):
         unknown = sorted(i for i in ids if i >= grid * grid)
@@ -140,6 +135,8 @@ USAGE, RUNTIME = 2, 1
 #: The smallest chip side ``simulate`` accepts: below ~80 px the simulator's first-guess SIP
 #: inverse fails to converge for some seeds (64x64, seed 2); 16 is SimConfig's own floor.
 MIN_CHIP_SIDE = 128
+#: The largest ``--camera-grid``: an EXPID (VISIT x 1000 + DETECTOR) holds detectors 0..999.
+MAX_CAMERA_GRID = 31
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -191,6 +188,16 @@ def chip_side(text: str) -> int:
     return value
 
 
+def camera_grid(text: str) -> int:
+    """An argparse type: a square camera's side in detectors, 1 to :data:`MAX_CAMERA_GRID`."""
+    value = positive_int(text)
+    if value > MAX_CAMERA_GRID:
+        raise argparse.ArgumentTypeError(
+            f"at most {MAX_CAMERA_GRID} (an EXPID holds detector ids below 1000), got {value}"
+        )
+    return value
+
+
 def power_of_two(text: str) -> int:
     value = positive_int(text)
     if value & (value - 1) or value > 2**29:
@@ -204,16 +211,16 @@ def _visit_options(p: argparse.ArgumentParser) -> None:
         "--visits", type=positive_int, default=None, help="whole visits instead of exposures"
     )
     p.add_argument(
-        "--camera-grid", type=positive_int, default=None, metavar="G", help="GxG detectors (3)"
+        "--camera-grid", type=camera_grid, default=None, metavar="G", help="GxG detectors (3)"
     )
-    for which, what in (("bad", "truncated"), ("missing", "not written")):
+    for which, what in (("bad", "truncated in"), ("missing", "left out of")):
         p.add_argument(
             f"--{which}-detectors",
             type=non_negative_int,
             nargs="+",
             default=None,
             metavar="ID",
-            help=f"detector ids {what} in every visit",
+            help=f"detector ids {what} every visit",
         )
 
 
@@ -232,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs=2,
         default=(2048, 2048),
         metavar=("NX", "NY"),
-        help=f"pixels (each at least {MIN_CHIP_SIDE})",
+        help=f"pixels of an exposure or a visit's detector (each at least {MIN_CHIP_SIDE})",
     )
     p.add_argument("--seed", type=non_negative_int, default=0)
     _visit_options(p)
