@@ -18,11 +18,10 @@ import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from calibstream.astrometry.refcat import RefCatalog, ShardCache
-from calibstream.astrometry.solve import AstrometricSolution, Matches, solve_astrometry
 from calibstream.config import Config
 from calibstream.detection.background import Background
 from calibstream.detection.pipeline import Measurement, measure_exposure
@@ -36,10 +35,13 @@ from calibstream.partial import (
     partial_of,
     without_photometry,
 )
-from calibstream.photometry.calibrate import calibrate_photometry
-from calibstream.photometry.photocal import PhotoCalResult
 from calibstream.summary_image import image_summary
 from calibstream.verdicts import Partial
+
+if TYPE_CHECKING:  # stages 2 and 3 import theirs when they run: after detection's peak
+    from calibstream.astrometry.refcat import RefCatalog, ShardCache
+    from calibstream.astrometry.solve import AstrometricSolution, Matches
+    from calibstream.photometry.photocal import PhotoCalResult
 
 
 def detect(uri: Path, config: Config, expid: int | None = None) -> tuple[Frame, Measurement]:
@@ -95,6 +97,8 @@ def astrometry(
     config: Config,
     cache: ShardCache | None = None,
 ) -> AstrometricSolution:
+    from calibstream.astrometry.solve import solve_astrometry
+
     with stage("astrometry"):
         return solve_astrometry(frame, catalog, store, config, cache)
 
@@ -134,6 +138,8 @@ def photometry(
 ) -> tuple[PhotoCalResult | None, CalibratedExposure, dict[str, float]]:
     """The zero-point (None when it could not be fitted: the calibration is partial), and
     the exposure's folder content (what the sink persists), assessed."""
+    from calibstream.photometry.calibrate import calibrate_photometry
+
     result, partial, timings = None, fitted.partial, {}
     catalog = fitted.catalog
     if partial is None:
@@ -168,6 +174,9 @@ def first_guess_fitted(
 ) -> Fitted:
     """What the photometric stage starts from when astrometry did not fit: the first-guess
     frame and positions, no references, no matches."""
+    from calibstream.astrometry.refcat import RefCatalog
+    from calibstream.astrometry.solve import Matches
+
     none = np.zeros(0, dtype=np.int64)
     return Fitted(
         frame=frame,

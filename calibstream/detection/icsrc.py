@@ -7,7 +7,6 @@ LSST's ``matchRadiusPix``); a deep source claimed by several keeps the closest.
 from __future__ import annotations
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 from calibstream.io.exposure import ICSRC_FLAGS, IcSrc
 
@@ -20,6 +19,8 @@ def copy_icsrc_flags(
     flags = {name: np.zeros(n, dtype=bool) for name in ICSRC_FLAGS}
     if icsrc is None or len(icsrc) == 0 or n == 0:
         return flags
+    from scipy.spatial import cKDTree  # 10 MB of imports, not held through detection's peak
+
     distance, nearest = cKDTree(np.column_stack([x, y])).query(
         np.column_stack([icsrc.x, icsrc.y]), distance_upper_bound=radius
     )

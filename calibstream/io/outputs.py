@@ -20,14 +20,13 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from astropy.io import fits
 
 from calibstream import __version__
 from calibstream.assess import Assessment, assess, assessment_cards
-from calibstream.astrometry.refcat import RefCatalog
-from calibstream.astrometry.solve import Matches
 from calibstream.config import Config
 from calibstream.detection.background import Background
 from calibstream.detection.pipeline import background_hdul, metadata_cards
@@ -37,7 +36,11 @@ from calibstream.io.columns import described_table_hdu
 from calibstream.io.exposure import Metadata
 from calibstream.io.fitsio import DIR_MODE, FILE_MODE, hdulist_bytes, umask
 from calibstream.io.parquet import parquet_bytes
-from calibstream.photometry.photocal import PhotoCalResult
+
+if TYPE_CHECKING:  # the astrometric and photometric modules load after detection's peak
+    from calibstream.astrometry.refcat import RefCatalog
+    from calibstream.astrometry.solve import Matches
+    from calibstream.photometry.photocal import PhotoCalResult
 from calibstream.summary_stats import SummaryStats
 from calibstream.verdicts import CALIBRATED, OK, Partial, flagged
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.optimize import brentq
 
 from calibstream.config import PhotometryConfig
 
@@ -69,6 +68,8 @@ def robust_extra(d: np.ndarray, s: np.ndarray) -> tuple[float, float]:
     upper = float(np.median(d2)) / MEDIAN_CHI2_1  # median(d²/(s²+upper)) <= that
     if not excess(upper) < 0:
         return upper, 1.0
+    from scipy.optimize import brentq  # imported when first needed (10 MB, 0.05 s)
+
     return brentq(excess, 0.0, upper, xtol=1e-14, rtol=1e-10), 1.0
 
 
@@ -88,6 +89,8 @@ def weighted_fit(z: np.ndarray, s: np.ndarray) -> tuple[float, float, float, np.
 
     extra = 0.0
     if dof > 0 and excess(0.0) > 0:
+        from scipy.optimize import brentq
+
         # at this σ_int² the χ² is at most dof (each weight <= 1/extra): a bracket
         upper = float(np.sum((z - z.mean()) ** 2) / dof)
         extra = brentq(excess, 0.0, upper, xtol=1e-14, rtol=1e-10) if excess(upper) < 0 else upper
