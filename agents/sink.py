@@ -1,5 +1,6 @@
 """Zero-point → the exposure's folder (atomic, byte-identical on a redelivery), then its
-ledger entry and row as the folder says (:func:`streams.rebuild.record_folder`).
+ledger entry and row as the folder says (:func:`streams.rebuild.record_folder`), and
+what it contributes to its visit (an exposure-outcome event, keyed by visit).
 
 An event older than the summary statistics (an archived v1 or v2 zero-point event) is
 assessed here, from what it holds (:func:`calibstream.io.outputs.assessed`): the statistics
@@ -28,9 +29,10 @@ from calibstream.io.outputs import CalibratedExposure, assessed, write_calibrati
 from streams import events
 from streams.rebuild import record_folder
 from streams.runner import Context
+from streams.visit_events import exposure_outcome
 
 
-def step(ctx: Context, event: Mapping[str, Any]) -> None:
+def step(ctx: Context, event: Mapping[str, Any]) -> dict | None:
     calibrated = events.calibrated_from_event(event)
     if calibrated.assessment is None:  # an event older than the statistics
         calibrated = assessed(calibrated, None, None, ctx.config)
@@ -46,6 +48,10 @@ def step(ctx: Context, event: Mapping[str, Any]) -> None:
     )
     if latency_s is not None:
         ctx.readmodel.observe("latency_seconds", "persisted", latency_s)
+    meta = calibrated.metadata
+    shape = calibrated.background.shape
+    return exposure_outcome(folder, meta.visit, meta.detector, event["input"]["uri"],
+                            ctx.settings.input_roots, shape)  # fmt: skip
 
 
 def _pixels(ctx: Context, event: Mapping[str, Any], calibrated: CalibratedExposure) -> CalexpPixels:

@@ -43,6 +43,7 @@ from streams.readmodel import ReadModel, RedisReadModel
 from streams.runner import Message, Output
 from streams.science import SciencePool
 from streams.settings import Deployment
+from streams.stateful import attach_stateful
 from streams.topology import Stage
 
 log = logging.getLogger("calibstream.app")
@@ -153,19 +154,24 @@ class Service:
         return frozenset(
             stage.agent
             for stage in self.deployment.topology
-            if TP(stream.topic(stage.consumes), partition) in assigned
+            if not stage.stateful and TP(stream.topic(stage.consumes), partition) in assigned
         )
 
     async def publish(self, outputs: Iterable[Output], partition: int) -> None:
-        """Send ``outputs`` to ``partition`` of their topics (the input's: see above)."""
+        """Send ``outputs`` to ``partition`` of their topics (the input's: see above), but
+        those a stateful stage reads or sends, which go where their key hashes to (the
+        producer's partitioner, as the stage's table changelog: see streams.stateful)."""
         stream = self.deployment.stream
+        keyed = self.deployment.topology.keyed_roles
         for output in outputs:
             if output.handled:
                 self.handled.add(stream.topic(output.role), partition, output.key, output.value)
             topic = self.topics[output.role]
 
-            async def send(topic=topic, output=output) -> None:
-                pending = await topic.send(key=output.key, value=output.value, partition=partition)
+            to = None if output.role in keyed else partition
+
+            async def send(topic=topic, output=output, to=to) -> None:
+                pending = await topic.send(key=output.key, value=output.value, partition=to)
                 await pending  # delivered (acks=all) before the input is acknowledged
 
             await send_retrying(send, f"publishing to {topic.get_topic_name()}", stream.retry,
@@ -241,7 +247,10 @@ def build_service(deployment: Deployment, science: SciencePool | None = None) ->
     readmodel = RedisReadModel(stream.redis)
     service = Service(app, topics, science or SciencePool(deployment), deployment, readmodel)
     for stage in deployment.topology:
-        _attach(service, stage)
+        if stage.stateful:
+            attach_stateful(service, stage)
+        else:
+            _attach(service, stage)
 
     @app.on_before_shutdown.connect
     async def _close_pool(app: faust.App, **kwargs: object) -> None:

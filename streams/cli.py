@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from calibstream import cli as core_cli
-from calibstream.cli import chip_side, non_negative_int, port, positive_int
+from calibstream.cli import camera_grid, chip_side, non_negative_int, port, positive_int
 from streams.kafka_admin import require_broker, require_redis
 from streams.settings import Deployment, load_deployment
 from streams.topology import CALIBRATE
@@ -40,7 +40,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     from streams.batch import calibrate_file
     from streams.batch_report import IN_FULL, result_line
     from streams.readmodel import RedisReadModel
-    from streams.runner import Context
+    from streams.runner import Context, finish
 
     deployment = load_deployment(
         args.config,
@@ -57,6 +57,7 @@ def _calibrate(args: argparse.Namespace) -> int:
         outcome = calibrate_file(Path(path), ctx, offset)
         bar.write(result_line(path, outcome.status, outcome.folder, outcome.reason))
         failed += outcome.status not in IN_FULL
+    finish(ctx)  # the visits these files belong to, summarised as they stand
     if failed:
         print(
             f"{failed} of {len(args.exposures)} exposures not calibrated in full "
@@ -137,10 +138,12 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(
         Path(args.out),
         n=args.n,
-        size=tuple(args.size),
+        size=None if args.size is None else tuple(args.size),
         seed=args.seed,
         dashboard_port=args.port,
         keep=args.keep,
+        visits=args.visits or 0,
+        camera_grid=args.camera_grid,
     )
 
 
@@ -240,7 +243,27 @@ def _add_dashboard_and_demo(sub: argparse._SubParsersAction) -> None:
         "--keep", action="store_true", help="keep everything running (and the dashboard) until ^C"
     )
     p.add_argument("--n", type=positive_int, default=6, help="exposures (one deliberately broken)")
-    p.add_argument("--size", type=chip_side, nargs=2, default=(2048, 2048), metavar=("NX", "NY"))
+    p.add_argument(
+        "--size",
+        type=chip_side,
+        nargs=2,
+        default=None,
+        metavar=("NX", "NY"),
+        help="an exposure's pixels (2048²) or a visit's detector's (1024²)",
+    )
+    p.add_argument(
+        "--visits",
+        type=positive_int,
+        default=None,
+        help="whole visits instead of --n exposures (one detector truncated)",
+    )
+    p.add_argument(
+        "--camera-grid",
+        type=camera_grid,
+        default=3,
+        metavar="G",
+        help="with --visits: G×G detectors",
+    )
     p.add_argument("--seed", type=non_negative_int, default=1)
     p.set_defaults(func=_demo)
 

@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from calibstream.errors import ConfigError
 from streams.kafka_admin import run_sync, topic_partitions
-from streams.runner import Message, run_chain
+from streams.runner import Message, finish, run_chain
 from streams.science import context
 from streams.settings import Deployment
 
@@ -133,6 +133,7 @@ async def areplay(
             begin, stop = report.ranges[tp.partition]
             if begin < stop:
                 await _replay_partition(consumer, tp, begin, stop, role, ctx, report)
+        report.outcomes.update(o.role for o in finish(ctx))  # the visits it touched
     finally:
         await consumer.stop()
     report.folders_after = _folders(ctx.root)

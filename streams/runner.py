@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import logging
+import math
 import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -33,6 +35,7 @@ from streams.codec import CodecError, decode, encode
 from streams.readmodel import ReadModel
 from streams.settings import StreamSettings
 from streams.topology import DEADLETTER, FAILURES, PARKED, Stage, Topology
+from streams.visit_store import FolderVisitStore, VisitStore
 
 log = logging.getLogger("calibstream.runner")
 
@@ -73,6 +76,13 @@ class Context:
     readmodel: ReadModel
     cache: ShardCache | None
     topology: Topology
+    #: The visit agent's state (a faust table in the live worker); None: the visits'
+    #: folders under the output root (the batch command, replay).
+    visits: VisitStore = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.visits is None:
+            self.visits = FolderVisitStore(self.root)
 
     @property
     def root(self) -> Path:
@@ -127,9 +137,15 @@ def _counted(ctx: Context, stage: Stage, event: Mapping[str, Any]) -> list[Outpu
     ctx.readmodel.incr(f"processed:{stage.agent}")
     if record is None or stage.produces is None:
         return []
-    key = events.exposure_key(record["exposure_id"])
+    return [encoded(ctx, stage, record)]
+
+
+def encoded(ctx: Context, stage: Stage, record: Mapping[str, Any]) -> Output:
+    """``record``, made by ``stage``, as the message it sends."""
+    assert stage.produces is not None and stage.produces_subject is not None
+    key = events.exposure_key(record[stage.key])
     value = events.encode_event(stage.produces_subject, record, ctx.settings)
-    return [Output(stage.produces, key, value)]
+    return Output(stage.produces, key, value)
 
 
 def run_chain(
@@ -164,6 +180,21 @@ def run_chain(
         done.append(dataclasses.replace(output, handled=True))
         todo += [(o, child) for o in reversed(outputs)]
     return done
+
+
+def finish(ctx: Context) -> list[Output]:
+    """The end of a batch or a replay, when nothing more is coming: the keys of each
+    stateful stage this run touched, taken past their timeout (a visit with detectors
+    missing is summarised as it stands, as the live worker does after a while)."""
+    outputs = []
+    for stage in ctx.topology:
+        if stage.stateful:
+            timeout = importlib.import_module(stage.module).timeout
+            for key in ctx.visits.visits():
+                record = timeout(ctx, key, math.inf)
+                if record is not None:
+                    outputs.append(encoded(ctx, stage, record))
+    return outputs
 
 
 def _ahead(ctx: Context, stage: Stage, message: Message) -> list[Output] | None:

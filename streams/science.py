@@ -87,6 +87,7 @@ class SciencePool:
         #: Whether the worker is stopping (set by the worker): a science process that dies
         #: then was stopped with it (a signal to the process group), not by a fault.
         self.stopping: Callable[[], bool] = lambda: False
+        self._closed = False
         self._executor = self._start()
 
     def _start(self) -> Executor:
@@ -107,6 +108,8 @@ class SciencePool:
         """``agent``'s step on ``message``; then on down the chain through the agents in
         ``onward`` in the same call (:func:`streams.runner.run_chain`)."""
         loop = asyncio.get_running_loop()
+        if self._closed:  # the worker is stopping: the record stays unacknowledged
+            raise asyncio.CancelledError("the science pool is closed")
         try:
             return await loop.run_in_executor(self._executor, _run, agent, message, onward)
         except BrokenProcessPool:
@@ -137,6 +140,7 @@ class SciencePool:
         await asyncio.gather(*(loop.run_in_executor(self._executor, _ready) for _ in range(n)))
 
     def close(self) -> None:
+        self._closed = True
         self._executor.shutdown(wait=True, cancel_futures=True)
 
 

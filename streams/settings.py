@@ -68,6 +68,11 @@ class StreamSettings:
     retry_attempts: int = 8
     retry_first_s: float = 1.0
     retry_max_s: float = 30.0
+    #: A visit whose expected detectors have not all reported this long after its first
+    #: one is summarised as it stands, naming the missing ones (a late one sends an update).
+    visit_timeout_s: float = 120.0
+    #: How often the visit agent looks for visits past their timeout.
+    visit_check_s: float = 5.0
     web_port: int | None = None  # faust's web server; None: off
     #: Largest event (producer request and topic ``max.message.bytes``): a zero-point
     #: event costs ~276 B per source (0.4 MB for a 4k×4k exposure with 1444 sources,
@@ -154,6 +159,8 @@ _AT_LEAST = {
     "retry_attempts": 0,
     "retry_first_s": 0,
     "retry_max_s": 0,
+    "visit_timeout_s": 0,
+    "visit_check_s": 0.1,
     "max_message_bytes": 1,
     "claim_threshold_bytes": 1,
 }

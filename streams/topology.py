@@ -24,6 +24,8 @@ from typing import Any
 FAILURES = "failures"
 DEADLETTER = "deadletter"
 PARKED = "parked"
+#: What each persisted exposure contributes to its visit (the sinks send it, keyed by visit).
+OUTCOMES = "outcomes"
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,12 @@ class Stage:
     produces_subject: str | None
     module: str  # defines ``step``
     concurrency: bool = True  # False: one event at a time, whatever [stream] concurrency says
+    #: The field of the produced record that keys its message.
+    key: str = "exposure_id"
+    #: Keeps state across events (in a faust table keyed as its input, whose messages are
+    #: then partitioned by key, not sent on in their input's partition); runs in the
+    #: worker beside its table, never ahead in another stage's science call.
+    stateful: bool = False
 
     @property
     def step(self) -> Callable[..., Any]:
@@ -82,6 +90,14 @@ class Topology:
         """The roles some agent reads (what consumer lag reports on)."""
         return tuple(s.consumes for s in self.stages)
 
+    @property
+    def keyed_roles(self) -> frozenset[str]:
+        """The roles a stateful stage reads or sends: partitioned by their key."""
+        stateful = [s for s in self.stages if s.stateful]
+        return frozenset(s.consumes for s in stateful) | {
+            s.produces for s in stateful if s.produces is not None
+        }
+
     def stage(self, agent: str) -> Stage:
         for stage in self.stages:
             if stage.agent == agent:
@@ -110,10 +126,17 @@ CALIBRATE = Topology(
         ),
         Stage("astrometry", "detections", "detection", "matches", "match", "agents.astrometry"),
         Stage("photometry", "matches", "match", "zeropoints", "zeropoint", "agents.photometry"),
-        Stage("sink", "zeropoints", "zeropoint", None, None, "agents.sink", concurrency=False),
         Stage(
-            "sink-failures", FAILURES, "failure", None, None, "agents.sink_failures",
-            concurrency=False,
+            "sink", "zeropoints", "zeropoint", OUTCOMES, "exposure_outcome", "agents.sink",
+            concurrency=False, key="visit",
+        ),
+        Stage(
+            "sink-failures", FAILURES, "failure", OUTCOMES, "exposure_outcome",
+            "agents.sink_failures", concurrency=False, key="visit",
+        ),
+        Stage(
+            "visit", OUTCOMES, "exposure_outcome", "visits", "visit_summary", "agents.visit",
+            concurrency=False, key="visit", stateful=True,
         ),
     )
 )  # fmt: skip

@@ -35,9 +35,13 @@ pytestmark = pytest.mark.slow
 
 def test_the_topology_derives_the_roles_the_replay_choices_and_the_readme_table():
     assert CALIBRATE.roles == (
-        "exposures", "detections", "matches", "zeropoints", "failures", "deadletter", "parked",
+        "exposures", "detections", "matches", "zeropoints", "outcomes", "visits", "failures",
+        "deadletter", "parked",
     )  # fmt: skip
-    assert CALIBRATE.consumed == ("exposures", "detections", "matches", "zeropoints", "failures")
+    assert CALIBRATE.consumed == (
+        "exposures", "detections", "matches", "zeropoints", "failures", "outcomes",
+    )  # fmt: skip
+    assert CALIBRATE.keyed_roles == {"outcomes", "visits"}
     replay_topic = next(a for a in build_parser()._actions if a.dest == "command").choices["replay"]
     choices = next(a for a in replay_topic._actions if a.dest == "topic").choices
     assert tuple(choices) == CALIBRATE.consumed
