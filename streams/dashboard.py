@@ -312,9 +312,7 @@ def build_app(
 
 def deployment_camera(deployment: Deployment) -> Camera:
     """The camera of the deployment's science config (``[camera]``)."""
-    # FALLBACK until Config.camera lands in calibstream/config.py: the default 3x3 grid.
-    # Once it has, this is just ``deployment.science.camera``.
-    return getattr(deployment.science, "camera", DEFAULT_CAMERA)
+    return deployment.science.camera
 
 
 def run_dashboard(
