@@ -26,7 +26,7 @@ from calibstream.config import BackgroundConfig
 #: (the spline is exactly determined by far fewer than all of them).
 _FIT_STRIDE = 8
 #: Rows of the full-resolution background rendered at once (float64, a few MB).
-_RENDER_ROWS = 256
+_RENDER_ROWS = 64
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,8 @@ WINDOW_EXTENT = 4.0
 #: Error stamps stop at this half-size: beyond it the window weight of any
 #: point source is nil, and huge windows (saturated stars) need no exact error.
 MAX_ERROR_HALF_SIZE = 32
+#: Sources whose error stamps are gathered at once (a dozen float64 stamp arrays each).
+ERROR_CHUNK = 256
 
 
 @dataclass(frozen=True)
@@ -56,9 +58,11 @@ def windowed_centroids(
     x_err, y_err, cov = (np.empty(len(x)) for _ in range(3))
     half_sizes = np.minimum(WINDOW_EXTENT * sigma + 1, MAX_ERROR_HALF_SIZE)
     for members, half in size_classes(half_sizes):
-        x_err[members], y_err[members], cov[members] = _errors(
-            image, variance, invalid, x[members], y[members], sigma[members], half
-        )
+        for start in range(0, len(members), ERROR_CHUNK):  # temporaries of a chunk only
+            chunk = members[start : start + ERROR_CHUNK]
+            x_err[chunk], y_err[chunk], cov[chunk] = _errors(
+                image, variance, invalid, x[chunk], y[chunk], sigma[chunk], half
+            )
     bad_err = ~(np.isfinite(x_err) & np.isfinite(y_err))
     return Centroids(x, y, x_err, y_err, cov, failed | bad_err)
 

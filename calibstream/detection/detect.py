@@ -23,6 +23,7 @@ from scipy import ndimage
 
 from calibstream.config import DetectionConfig
 from calibstream.detection.background import Background
+from calibstream.detection.maskbits import Invalid, count_of, plane_of
 from calibstream.detection.snr import matched_filter_snr
 from calibstream.errors import MeasurementError
 
@@ -80,20 +81,21 @@ def detect_sources(
 def find_sources(
     image: np.ndarray,
     variance: np.ndarray | float,
-    invalid: np.ndarray,
+    invalid: Invalid,
     psf: np.ndarray | None,
     config: DetectionConfig,
     background: Background | None = None,
 ) -> Found:
     """Footprints, peak S/N and families. ``background`` (PSF filter only): ``image`` is
     raw and the S/N image subtracts the model itself, so the caller makes the subtracted
-    plane only once the S/N plane is gone (64 MB less at the peak on a 4k×4k exposure)."""
+    plane only once the S/N plane is gone (64 MB less at the peak on a 4k×4k exposure).
+    ``invalid``: a boolean plane, or the mask bits that mark the invalid pixels."""
     if config.filter == "psf":
         found, segmap, significance = _detect_matched(
             image, variance, invalid, psf, config, background
         )
     elif background is None:
-        found, segmap, significance = _detect_kernel(image, variance, invalid, config)
+        found, segmap, significance = _detect_kernel(image, variance, plane_of(invalid), config)
     else:
         raise ValueError("the kernel filter needs the subtracted image")
     return Found(found, segmap, np.asarray(significance, dtype=float), _families(segmap, found))
@@ -129,7 +131,7 @@ def _extract_options(config: DetectionConfig) -> dict:
 def _detect_matched(
     image: np.ndarray,
     variance: np.ndarray | float,
-    invalid: np.ndarray,
+    invalid: Invalid,
     psf: np.ndarray | None,
     config: DetectionConfig,
     background: Background | None = None,
@@ -161,12 +163,13 @@ DEEP_INVALID_PX = 3
 DEEP_INVALID_MIN_FRACTION = 0.01
 
 
-def _no_peaks_deep_inside(snr: np.ndarray, invalid: np.ndarray) -> None:
+def _no_peaks_deep_inside(snr: np.ndarray, invalid: Invalid) -> None:
     """Zero the S/N deep inside invalid regions, in place: there both its numerator and its
     noise are FFT round-off, and a chip half NO_DATA gave 1-pixel "sources" (issue 16)."""
-    if np.count_nonzero(invalid) < DEEP_INVALID_MIN_FRACTION * invalid.size:
+    if count_of(invalid) < DEEP_INVALID_MIN_FRACTION * snr.size:
         return
-    deep = ndimage.minimum_filter(invalid.view(np.uint8), size=2 * DEEP_INVALID_PX + 1)
+    plane = plane_of(invalid)
+    deep = ndimage.minimum_filter(plane.view(np.uint8), size=2 * DEEP_INVALID_PX + 1)
     np.copyto(snr, 0.0, where=deep.view(bool))
 
 

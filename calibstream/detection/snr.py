@@ -13,12 +13,13 @@ import numpy as np
 import scipy.fft
 
 from calibstream.detection.background import Background, subtracted_bands
+from calibstream.detection.maskbits import Invalid, rows_of
 
 
 def matched_filter_snr(
     image: np.ndarray,
     variance: np.ndarray,
-    invalid: np.ndarray,
+    invalid: Invalid,
     psf: np.ndarray,
     background: Background | None = None,
 ) -> np.ndarray:
@@ -47,7 +48,7 @@ def matched_filter_snr(
     else:
         for band, values in subtracted_bands(image, background):
             np.multiply(pixels[band], values, out=pixels[band])
-    pixels[invalid] = 0
+    _zero_invalid(pixels, invalid)
     spectrum = _correlate_in_place(weighted, psf, shape[1], back=False)
     floor = np.float32(1e-12 * float(denominator.max(initial=0)))
     snr = full.reshape(-1)[: ny * nx].reshape(ny, nx)  # contiguous, over the denominator
@@ -66,19 +67,27 @@ def matched_filter_snr(
 
 
 #: Columns (of the spectrum) and rows transformed at once (a few MB of complex64).
-_KERNEL_BAND = 256
-_ROWS = 256
+_KERNEL_BAND = 64
+_ROWS = 64
 
 
-def _weights(shape: tuple[int, int], variance: np.ndarray, invalid: np.ndarray) -> np.ndarray:
+def _weights(shape: tuple[int, int], variance: np.ndarray, invalid: Invalid) -> np.ndarray:
     """A (rows, 2 * (columns // 2 + 1)) float32 buffer, zero but for 1 / variance (0 where
     invalid) in its top-left corner: room for each row's real FFT in place."""
     ny, nx = invalid.shape
     buffer = np.zeros((shape[0], 2 * (shape[1] // 2 + 1)), dtype=np.float32)
     weight = buffer[:ny, :nx]
     np.divide(np.float32(1), variance, out=weight, dtype=np.float32)
-    weight[invalid] = 0
+    _zero_invalid(weight, invalid)
     return buffer
+
+
+def _zero_invalid(plane: np.ndarray, invalid: Invalid) -> None:
+    """``plane[invalid] = 0``, a band of rows at a time."""
+    for start in range(0, plane.shape[0], _ROWS):
+        band = slice(start, start + _ROWS)
+        rows = plane[band]
+        rows[rows_of(invalid, band)] = 0
 
 
 def _correlate_in_place(
