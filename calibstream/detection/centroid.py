@@ -24,8 +24,9 @@ WINDOW_EXTENT = 4.0
 #: Error stamps stop at this half-size: beyond it the window weight of any
 #: point source is nil, and huge windows (saturated stars) need no exact error.
 MAX_ERROR_HALF_SIZE = 32
-#: Sources whose error stamps are gathered at once (a dozen float64 stamp arrays each).
-ERROR_CHUNK = 256
+#: Stamp pixels of the sources whose errors are computed at once (a dozen float64 arrays
+#: of this many: ~6 MB of temporaries, whatever the stamps' size).
+ERROR_PIXELS = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,9 @@ def windowed_centroids(
     x_err, y_err, cov = (np.empty(len(x)) for _ in range(3))
     half_sizes = np.minimum(WINDOW_EXTENT * sigma + 1, MAX_ERROR_HALF_SIZE)
     for members, half in size_classes(half_sizes):
-        for start in range(0, len(members), ERROR_CHUNK):  # temporaries of a chunk only
-            chunk = members[start : start + ERROR_CHUNK]
+        step = max(1, ERROR_PIXELS // (2 * half + 1) ** 2)
+        for start in range(0, len(members), step):  # temporaries of a chunk only
+            chunk = members[start : start + step]
             x_err[chunk], y_err[chunk], cov[chunk] = _errors(
                 image, variance, invalid, x[chunk], y[chunk], sigma[chunk], half
             )

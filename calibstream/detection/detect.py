@@ -209,8 +209,13 @@ def _extract(image: np.ndarray, threshold: float, **options) -> tuple[np.ndarray
 
 def _families(segmap: np.ndarray, found: np.ndarray) -> np.ndarray:
     """Label of each object's connected footprint (8-connected), shared by blend siblings."""
-    labels, _ = ndimage.label(segmap > 0, structure=EIGHT_CONNECTED)
-    return labels[found["ycpeak"], found["xcpeak"]] if len(found) else np.zeros(0, int)
+    # Straight off the map (no boolean plane); no more footprints than objects, so the
+    # labels fit the map's own type (a uint16 plane, not an int32 one, below 65535).
+    labels = np.empty(segmap.shape, dtype=segmap.dtype)
+    ndimage.label(segmap, structure=EIGHT_CONNECTED, output=labels)
+    if not len(found):
+        return np.zeros(0, int)
+    return labels[found["ycpeak"], found["xcpeak"]].astype(np.int32)
 
 
 #: Candidates are found this far (in sigma) below the threshold, then judged by their
