@@ -10,6 +10,15 @@ agree within them, and the scatter about the mean (through τ) when they do not 
 chip's flat-field or a stated error too small). ``zeropoint_scatter`` is the rms of the
 kept detectors about the mean, ``zeropoint_sigma_int`` τ.
 
+The error is statistical and against the reference system, as MAGZERO is (contract
+outputs.md: "magnitude in the reference system, colour terms applied"). The detectors'
+errors are independent: each fits its own stars, and each star's reference magnitude
+carries its own error. What every detector shares, the catalogue's own zero-point and the
+colour term's coefficients, defines that system, so it is no error of the visit's
+zero-point and is not added; whoever compares it with a physical (AB) scale adds the
+catalogue's calibration error (PS1's is a few mmag). benchmarks/visit_zeropoint.py
+checks the claim against the simulator's truth over many real-chain visits.
+
 Units: mag; pointing offset (ξ = Δα cos δ, η = Δδ) and rotation in arcsec
 (:mod:`calibstream.visit.pointing`), its residual rms in mas; seeing arcsec (FWHM),
 sky e-/px (Rubin's skyBg), m5 mag (magLim); all medians over the ok and partial
