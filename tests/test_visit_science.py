@@ -6,10 +6,11 @@ by the batch command (``streams.cli calibrate``), each detector's outcome made f
 its summary.json, its input's first-guess WCS and its fitted WCS. On it: the summary
 names the bad and the missing detector, the visit zero-point is within 1 mmag of the
 simulated transparency's, the pointing offset within 20 mas and the rotation within
-5 arcsec. The zero-point's honesty over many visits is judged on outcomes drawn from
-the truth with realistic per-detector errors (200 visits per case: the real chain for
-20 × 9 detectors would take minutes), then the fold's idempotence and order-freedom on
-the real outcomes, and the camera's errors.
+5 arcsec. The zero-point's bias and honesty over many visits: on 20 real-chain visits of
+2×2 512² detectors (slow, ~30 s; 3×3 visits: benchmarks/visit_zeropoint.py), and on
+outcomes drawn from the truth with realistic per-detector errors (200 visits per case);
+then the fold's idempotence and order-freedom on the real outcomes, and the camera's
+errors.
 """
 
 from __future__ import annotations
