@@ -20,12 +20,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import special
 
-from calibstream.detection.background import Background, background_at
+from calibstream.detection.background import Background, background_at, background_grid
 from calibstream.io.exposure import Exposure
 from calibstream.moments import Moments, adaptive_moments
 from calibstream.quality_config import Fiducial, SummaryConfig
@@ -39,9 +39,6 @@ SHAPE_MASK_PLANES = ("BAD", "SAT", "NO_DATA", "CR")
 #: The flags whose stars are measured (every PSF candidate, used or reserved).
 SHAPE_SOURCES = ("calib_psf_candidate", "calib_psf_used", "calib_psf_reserved")
 
-#: ``pixels(rows, cols)``: the background-subtracted image at those pixels (float32).
-PixelReader = Callable[[np.ndarray, np.ndarray], np.ndarray]
-
 
 def image_summary(
     exposure: Exposure,
@@ -53,7 +50,7 @@ def image_summary(
     """The pixels' summary statistics, and the catalog's shape columns. ``background``: the
     model (evaluated only at the pixels read) or its full-resolution image."""
     psf = adaptive_moments(exposure.psf.image[None])
-    pixels = subtracted_reader(exposure.image, background)
+    pixels = Subtracted(exposure.image, background)
     shapes = star_shapes(pixels, exposure, catalog, float(psf.determinant_radius[0]))
     residuals = psf_star_residuals({**catalog, **shapes}, psf, config)
     read_noise = 0.0 if fiducial is None else fiducial.read_noise
@@ -72,20 +69,31 @@ def image_summary(
     return stats, shapes
 
 
-def subtracted_reader(image: np.ndarray, background: Background | np.ndarray) -> PixelReader:
-    """``image - background`` at given pixels, the same float32 values as the whole
-    difference, without a full-size plane (the model rendered a band at a time)."""
+@dataclass(frozen=True)
+class Subtracted:
+    """``image - background`` read where it is needed: the same float32 values as the whole
+    difference, without a full-size plane (the model evaluated at those pixels only)."""
 
-    def pixels(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        if isinstance(background, Background):
-            return image[rows, cols] - background_at(background, rows, cols)
-        return image[rows, cols] - background[rows, cols]
+    image: np.ndarray
+    background: Background | np.ndarray  # the model, or its full-resolution image
 
-    return pixels
+    def at(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """At pixels (rows[i], cols[i])."""
+        if isinstance(self.background, Background):
+            return self.image[rows, cols] - background_at(self.background, rows, cols)
+        return self.image[rows, cols] - self.background[rows, cols]
+
+    def grid(self, stride: int) -> np.ndarray:
+        """On the sub-grid of every ``stride``-th row and column."""
+        pixels = self.image[::stride, ::stride]
+        if isinstance(self.background, Background):
+            rows, cols = (np.arange(0, n, stride) for n in self.image.shape)
+            return pixels - background_grid(self.background, rows, cols)
+        return pixels - self.background[::stride, ::stride]
 
 
 def star_shapes(
-    pixels: PixelReader, exposure: Exposure, catalog: dict[str, np.ndarray], psf_sigma: float
+    pixels: Subtracted, exposure: Exposure, catalog: dict[str, np.ndarray], psf_sigma: float
 ) -> dict[str, np.ndarray]:
     """Adaptive moments of the PSF candidates (``adaptive_*`` columns; NaN and ``adaptive_flag``
     for every other source, and where the iteration failed)."""
@@ -109,7 +117,7 @@ def star_shapes(
         inside = (r >= 0) & (r < ny) & (c >= 0) & (c < nx)
         r, c = np.broadcast_arrays(np.clip(r, 0, ny - 1), np.clip(c, 0, nx - 1))
         masked = (exposure.mask[r, c] & exposure.bits(*SHAPE_MASK_PLANES)) != 0
-        stamps = np.where(inside & ~masked, pixels(r, c), 0.0)
+        stamps = np.where(inside & ~masked, pixels.at(r, c), 0.0)
         moments = adaptive_moments(stamps, inside & ~masked, sigma0=psf_sigma)
         columns["adaptive_xx"][rows] = moments.xx
         columns["adaptive_yy"][rows] = moments.yy
@@ -150,7 +158,7 @@ def _mad_sigma(values: np.ndarray) -> float:
 
 
 def sky_statistics(
-    image: PixelReader,
+    image: Subtracted,
     variance: np.ndarray,
     mask: np.ndarray,
     bad_bits: int,
@@ -159,12 +167,8 @@ def sky_statistics(
 ) -> dict[str, float | None]:
     """skyBg, skyNoise and meanVar over the sky pixels (a regular sub-grid of at most
     ``config.sky_max_pixels``) of the background-subtracted ``image``."""
-    ny, nx = variance.shape
     stride = max(1, math.ceil(math.sqrt(variance.size / config.sky_max_pixels)))
-    rows, cols = np.meshgrid(
-        np.arange(0, ny, stride), np.arange(0, nx, stride), indexing="ij", sparse=True
-    )
-    pixels = image(*np.broadcast_arrays(rows, cols))
+    pixels = image.grid(stride)
     var = variance[::stride, ::stride]
     good = ((mask[::stride, ::stride] & bad_bits) == 0) & np.isfinite(pixels)
     good &= np.isfinite(var) & (var > 0)

@@ -119,27 +119,44 @@ def background_at(background: Background, rows: np.ndarray, cols: np.ndarray) ->
     ends = np.searchsorted(
         flat_rows[order], np.arange(_RENDER_ROWS, background.shape[0] + _RENDER_ROWS, _RENDER_ROWS)
     )
+    wanted = np.diff(ends, prepend=0) > 0  # bands holding any of the pixels
     start = 0
     for (band, values), end in zip(
-        _rendered_bands(background.mesh, background.shape, background.mesh_size), ends, strict=True
+        _rendered_bands(background.mesh, background.shape, background.mesh_size, wanted),
+        ends,
+        strict=True,
     ):
         chosen = order[start:end]
         start = end
-        if chosen.size:
+        if values is not None:
             flat_out[chosen] = values[flat_rows[chosen] - band.start, flat_cols[chosen]]
     return out
 
 
-def _rendered_bands(mesh: np.ndarray, shape: tuple[int, int], mesh_size: int):
-    """(rows, float64 values) of the rendering, a band of rows at a time (one buffer)."""
+def background_grid(background: Background, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``background.image[np.ix_(rows, cols)]`` (float32, the same values): the rendering's
+    products for those rows and columns only (each value the same sum as the whole's)."""
+    along_y, along_x = _operators(tuple(background.shape), background.mesh_size)
+    nodes = along_y @ np.asarray(background.mesh, dtype=np.float64)
+    return np.matmul(nodes[rows], along_x[cols].T).astype(np.float32)
+
+
+def _rendered_bands(
+    mesh: np.ndarray, shape: tuple[int, int], mesh_size: int, wanted: np.ndarray | None = None
+):
+    """(rows, float64 values) of the rendering, a band of rows at a time (one buffer);
+    values None for a band not ``wanted`` (a boolean per band), not rendered."""
     mesh = np.asarray(mesh, dtype=np.float64)
     if mesh.shape != mesh_shape(shape, mesh_size):
         raise ValueError(f"a {shape} image with {mesh_size}-px cells has no {mesh.shape} mesh")
     along_y, along_x = _operators(tuple(shape), mesh_size)
     rows = along_y @ mesh
     buffer = np.empty((_RENDER_ROWS, shape[1]))
-    for start in range(0, shape[0], _RENDER_ROWS):
+    for index, start in enumerate(range(0, shape[0], _RENDER_ROWS)):
         band = slice(start, start + _RENDER_ROWS)
+        if wanted is not None and not wanted[index]:
+            yield band, None
+            continue
         values = buffer[: rows[band].shape[0]]
         np.matmul(rows[band], along_x.T, out=values)
         yield band, values
