@@ -38,7 +38,7 @@ from faust.types import TP
 
 from streams import limits
 from streams.delivery import Outage, run_retrying, send_retrying
-from streams.lanes import Lanes
+from streams.lanes import lane_agent
 from streams.readmodel import ReadModel, RedisReadModel
 from streams.runner import Message, Output
 from streams.science import SciencePool
@@ -262,26 +262,11 @@ def build_service(deployment: Deployment, science: SciencePool | None = None) ->
 def _attach(service: Service, stage: Stage) -> None:
     """The faust agent of ``stage``: each event to its partition's lane (streams.lanes),
     through the science pool there, acknowledged when its outputs are delivered."""
-    app = service.app
     step = asyncio.Semaphore(service.deployment.stream.concurrency if stage.concurrency else 1)
 
-    async def handle(event: faust.EventT) -> bool:
-        if event.message.generation_id != app.consumer_generation_id:
-            return False  # from before a rebalance: delivered again from the committed offset
+    async def handle(event: faust.EventT) -> None:
         await service.handle(stage.agent, event, step)
-        return True
 
-    async def agent(events: faust.StreamT) -> None:
-        lanes: Lanes[faust.EventT] = Lanes(
-            handle,
-            lambda event: event.ack(),
-            pause=lambda tp: app.consumer.pause_partitions([tp]),
-            resume=lambda tp: app.consumer.resume_partitions([tp]),
-        )
-        try:
-            async for event in events.noack().events():
-                await lanes.put(event.message.tp, event)
-        finally:
-            await lanes.close()
-
-    app.agent(service.topics[stage.consumes], name=stage.agent)(agent)
+    service.app.agent(service.topics[stage.consumes], name=stage.agent)(
+        lane_agent(service.app, handle)
+    )

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Hashable, Iterable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 Record = TypeVar("Record")
 
@@ -106,3 +106,33 @@ class Lanes(Generic[Record]):
                 log.exception("lane %s: a record failed; trying it again in %g s", lane, delay)
                 await asyncio.sleep(delay)
                 delay = min(2 * delay, 60.0)
+
+
+def lane_agent(
+    app: Any, handle: Callable[[Any], Awaitable[None]]
+) -> Callable[[Any], Awaitable[None]]:
+    """A faust agent that hands each event to its partition's lane, where ``handle(event)``
+    runs; the event is acknowledged when it returns. One from before a rebalance is left
+    unacknowledged: faust seeks the partition back to its committed offset, so it comes
+    again (to whoever owns the partition now)."""
+
+    async def handled(event: Any) -> bool:
+        if event.message.generation_id != app.consumer_generation_id:
+            return False
+        await handle(event)
+        return True
+
+    async def agent(events: Any) -> None:
+        lanes: Lanes[Any] = Lanes(
+            handled,
+            lambda event: event.ack(),
+            pause=lambda tp: app.consumer.pause_partitions([tp]),
+            resume=lambda tp: app.consumer.resume_partitions([tp]),
+        )
+        try:
+            async for event in events.noack().events():
+                await lanes.put(event.message.tp, event)
+        finally:
+            await lanes.close()
+
+    return agent

@@ -27,7 +27,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from streams import runner
 from streams.delivery import run_retrying
 from streams.events import now_ms
-from streams.lanes import Lanes
+from streams.lanes import lane_agent
 from streams.runner import Message, Output
 from streams.science import context
 from streams.topology import Stage
@@ -46,10 +46,8 @@ def attach_stateful(service: Service, stage: Stage) -> None:
     ctx = context(service.deployment)
     ctx.visits = TableVisitStore(table)
 
-    async def handle(event: faust.EventT) -> bool:
+    async def handle(event: faust.EventT) -> None:
         record = event.message
-        if record.generation_id != app.consumer_generation_id:
-            return False  # from before a rebalance: delivered again from the committed offset
         message = Message(record.topic, record.partition, record.offset, record.key,
                           record.value, None)  # fmt: skip
 
@@ -62,17 +60,8 @@ def attach_stateful(service: Service, stage: Stage) -> None:
         ctx.visits.flush()  # the table's changelog after the outputs: see TableVisitStore
         log.info("%s %s[%d]@%d key %s -> %s", stage.agent, record.topic, record.partition,
                  record.offset, record.key, ",".join(o.role for o in outputs) or "-")  # fmt: skip
-        return True
 
-    async def agent(events: faust.StreamT) -> None:
-        lanes: Lanes[faust.EventT] = Lanes(handle, lambda event: event.ack())
-        try:
-            async for event in events.noack().events():
-                await lanes.put(event.message.tp, event)
-        finally:
-            await lanes.close()
-
-    app.agent(service.topics[stage.consumes], name=stage.agent)(agent)
+    app.agent(service.topics[stage.consumes], name=stage.agent)(lane_agent(app, handle))
     timeout = importlib.import_module(stage.module).timeout
     partitioner = DefaultPartitioner()
     topic = stream.topic(stage.consumes)

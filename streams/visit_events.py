@@ -32,7 +32,10 @@ def exposure_outcome(
     input's IMAGE header; an input no longer there leaves the detector's points out (its
     visit's pointing is fitted from the others)."""
     summary = read_summary(folder)
-    if summary is None or visit is None:
+    if summary is None:
+        return None
+    visit = summary.get("visit", visit)  # the folder's exposure's, if it names one
+    if visit is None:
         return None
     guess, guess_shape = _first_guess(uri, input_roots)
     shape = shape or guess_shape

@@ -175,7 +175,7 @@ def test_the_page_follows_the_demo_live(browser, demo):
         if (lag and sum(lag) == 0) or time.monotonic() > deadline:
             break
         time.sleep(1)
-    assert len(lag) == 5 * 4 and sum(lag) == 0  # 5 consumed topics x 4 partitions
+    assert len(lag) == 6 * 4 and sum(lag) == 0  # 6 consumed topics x 4 partitions
 
 
 def test_the_exposure_page_draws_its_quality_plots(browser, demo):

@@ -7,12 +7,11 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-import uuid
 
 import pytest
 from conftest import REPO
 from conftest_services import *  # noqa: F403 (the fixtures: tansu)
-from streaming import Worker, expid_of, folders, make_survey, wait_for_folders, write_config
+from streaming import Worker, expid_of, folders, make_survey, own_config, wait_for_folders
 
 from streams.batch import characterized_exposure
 from streams.kafka_admin import run_sync
@@ -105,21 +104,13 @@ def test_a_held_exposure_holds_its_partition_and_the_worker_serves_the_others(
     waits behind the held one, and both follow in order once the fault clears."""
     work = tmp_path_factory.mktemp("lanes")
     survey = make_survey(work / "survey", n_good=5, size=1024, seed=21)
-    prefix = f"l{uuid.uuid4().hex[:8]}."
-    config = write_config(
-        work / "stream.toml",
-        broker=tansu.url,
-        refcat=str(survey.store),
-        output_root=str(work / "out"),
-        app_id=prefix + "app",
-        topic_prefix=prefix,
-        session_timeout_s=6.0,
-        science_processes=1,
+    config = own_config(
+        work, tansu.url, survey.store, "l",
         chain=False,
         retry_attempts=1000,  # never parked here: held until the test lets it go
         retry_first_s=0.2,
         retry_max_s=0.5,
-    )
+    )  # fmt: skip
     script = REPO / "tests" / "passthrough_stage.py"
     (work / "out").mkdir()
     expids = [str(expid_of(p)) for p in survey.good]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import sys
-import uuid
 
 import pytest
 from conftest import REPO
@@ -17,9 +16,9 @@ from streaming import (
     expid_of,
     folders,
     make_survey,
+    own_config,
     read_topic,
     wait_for_folders,
-    write_config,
 )
 
 from streams.cli import build_parser
@@ -65,17 +64,7 @@ def test_a_stage_declared_in_one_row_is_created_wired_replayed_and_in_the_lag(
 ):
     work = tmp_path_factory.mktemp("relay")
     survey = make_survey(work / "survey", n_good=3, size=1024, seed=9)
-    prefix = f"r{uuid.uuid4().hex[:8]}."
-    config = write_config(
-        work / "stream.toml",
-        broker=tansu.url,
-        refcat=str(survey.store),
-        output_root=str(work / "out"),
-        app_id=prefix + "app",
-        topic_prefix=prefix,
-        session_timeout_s=6.0,
-        science_processes=1,
-    )
+    config = own_config(work, tansu.url, survey.store, "r")
     deployment = dataclasses.replace(load_deployment(config), topology=topology())
     script = REPO / "tests" / "passthrough_stage.py"
     worker = Worker(config, work / "worker.log", argv=[sys.executable, str(script), str(config)])
@@ -88,7 +77,7 @@ def test_a_stage_declared_in_one_row_is_created_wired_replayed_and_in_the_lag(
     finally:
         worker.stop()
     # created (with the stream's partitions) and wired: the relay's events are on its topic
-    relayed = prefix + "relayed"
+    relayed = deployment.stream.topic("relayed")
     assert len(run_sync(lambda: topic_partitions(tansu.bootstrap, relayed))) == 4
     assert sorted(r[2] for r in read_topic(tansu.bootstrap, relayed)) == sorted(
         str(e).encode() for e in expected

@@ -20,12 +20,11 @@ import contextlib
 import json
 import re
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 from conftest_services import *  # noqa: F403 (the fixtures: tansu, kafka)
-from streaming import Worker, read_topic, write_config
+from streaming import Worker, own_config, read_topic
 
 from calibstream.camera import Camera, grid_camera
 from calibstream.simulate.config import SimConfig
@@ -68,12 +67,7 @@ def ingested(sim: Path, store: Path) -> Path:
 
 
 def configure(work: Path, broker_url: str, store: Path, **stream) -> Path:
-    prefix = f"v{uuid.uuid4().hex[:8]}."
-    config = write_config(
-        work / "stream.toml", broker=broker_url, refcat=str(store), output_root=str(work / "out"),
-        app_id=prefix + "app", topic_prefix=prefix, session_timeout_s=6.0,
-        science_processes=1, **stream,
-    )  # fmt: skip
+    config = own_config(work, broker_url, store, "v", **stream)
     config.write_text(config.read_text() + camera_toml(CAMERA))
     return config
 

@@ -21,6 +21,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from astropy.wcs import WCS
@@ -174,19 +175,11 @@ def simulate_visit(
     config: SimConfig | None = None,
     seed: int = 0,
     visit: int = 1,
-    *,
-    pointing_offset_arcsec: tuple[float, float] = (3.0, -4.0),
-    rotation_arcsec: float = 30.0,
-    transparency: float = 1.0,
-    seeing: float | None = None,
-    sky_rotation: float = 0.0,
+    **conditions: Any,
 ) -> list[tuple[Exposure, Truth]]:
-    """Every detector's exposure and truth, in camera order (keywords: :func:`plan_visit`)."""
-    plan = plan_visit(
-        camera, config, seed, visit, pointing_offset_arcsec=pointing_offset_arcsec,
-        rotation_arcsec=rotation_arcsec, transparency=transparency, seeing=seeing,
-        sky_rotation=sky_rotation,
-    )  # fmt: skip
+    """Every detector's exposure and truth, in camera order (``conditions``: the keywords
+    of :func:`plan_visit`)."""
+    plan = plan_visit(camera, config, seed, visit, **conditions)
     return [simulate_detector(plan, camera, d.id) for d in camera.detectors]
 
 
