@@ -77,11 +77,7 @@ def measure_exposure(
     background = estimate_background(exposure.image, config.background, background_masked)
     del background_masked
     raw = config.detection.filter == "psf"  # the S/N image subtracts the background itself
-    # The S/N image reads the invalid pixels off the mask, a band at a time: no plane of them
-    # beside its own two (16 MB less at the peak at 4k×4k); measurement gets the plane.
-    invalid = MaskBits(mask, exposure.bits(*config.detection.mask_planes))
-    if not raw:
-        invalid = invalid.plane()
+    invalid = _detection_invalid(exposure, config)
     lap("background")
 
     plane_variance = writable_alias(exposure.variance)
@@ -99,12 +95,7 @@ def measure_exposure(
     lap("detect")
 
     pixels = PixelContext(
-        image=image,
-        variance=plane_variance,
-        invalid=invalid,
-        mask=mask,
-        mask_planes=exposure.mask_planes,
-        raw_peak_image=exposure.image,
+        image, plane_variance, invalid, mask, exposure.mask_planes, raw_peak_image=exposure.image
     )
     columns = measure_sources(
         pixels, detections, config.measurement, exposure.psf.image, exposure.psf.fwhm
@@ -123,6 +114,14 @@ def measure_exposure(
     columns["ra"], columns["dec"] = np.asarray(ra, float), np.asarray(dec, float)
     lap("icsrc")
     return Measurement(catalog=_ordered(columns), background=background, timings=timings)
+
+
+def _detection_invalid(exposure: Exposure, config: Config) -> MaskBits | np.ndarray:
+    """The invalid pixels as detection reads them: for the S/N image the mask bits, read a
+    band at a time (no 16 MB plane beside its own two at 4k×4k; measurement gets the plane
+    after it), else the boolean plane."""
+    invalid = MaskBits(exposure.mask, exposure.bits(*config.detection.mask_planes))
+    return invalid if config.detection.filter == "psf" else invalid.plane()
 
 
 def _subtracted(exposure: Exposure, background: Background, invalid: np.ndarray) -> np.ndarray:
