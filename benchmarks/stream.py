@@ -2,6 +2,12 @@
 
     python benchmarks/stream.py [--n 12] [--size 2048 2048] [--seed 5] [--partitions 4]
                                 [--broker tansu|kafka] [--fetch-max-wait-ms MS] [--repeat 1]
+                                [--probes 1] [--cost]
+
+``--cost`` measures the stream's own cost alone (issue 17), ``--repeat`` rounds of a batch
+run then 1 worker: every process's CPU seconds over the batch loop's for the burst of N,
+and the latency beyond its science stages of each of ``--probes`` exposures submitted
+alone, one at a time, on the idle worker; medians over the rounds.
 
 Simulates N exposures (and one more, the probe), then measures, one after the other:
 
@@ -286,7 +292,8 @@ class StreamRun:
     split: list[int]  # exposures per worker (from the partitions they were read from)
     owned: list[set[int]]  # partitions per worker
     rebalances: int  # assignments seen while the exposures were in flight
-    probe: float | None = None  # latency of one exposure submitted alone
+    probe: float | None = None  # latency of one exposure submitted alone (the first probe's)
+    probes: list[tuple[float, float]] = field(default_factory=list)  # (latency, science) each
     extra: dict = field(default_factory=dict)
 
 
@@ -319,7 +326,7 @@ def wait_for_metrics(model: RedisReadModel, expids: list[int], timeout: float = 
 def run_stream(
     n_workers: int,
     paths: list[Path],
-    probe: Path | None,
+    probes: list[Path],
     store: Path,
     broker: TansuBroker | KafkaBroker,
     work: Path,
@@ -401,13 +408,16 @@ def run_stream(
                 rebalances=rebalances,
                 extra={"persisted": done, "partition_of": partition_of},
             )
-            if probe is not None:  # one exposure alone, on the now idle worker(s)
+            for probe in probes:  # one exposure at a time, alone on the now idle worker(s)
+                time.sleep(0.5)
                 probe_id = int(fits.getheader(probe, 0)["EXPID"])
                 submit([probe], stream_settings(config))
                 wait_for_folders(out, [probe_id], 120, workers)
                 metrics = wait_for_metrics(model, [probe_id])[probe_id]
-                run.probe = metrics["latency_s"]
-                run.extra["probe_science"] = sum(metrics["timings"].values())
+                run.probes.append((metrics["latency_s"], sum(metrics["timings"].values())))
+            if run.probes:
+                run.probe = run.probes[0][0]
+                run.extra["probe_science"] = run.probes[0][1]
             return run
         finally:
             for w in workers:
@@ -492,6 +502,15 @@ def main() -> None:
         default=None,
         help=f"the workers' fetch wait (service default: {FETCH_MAX_WAIT_MS})",
     )
+    parser.add_argument(
+        "--probes", type=int, default=1, help="exposures then submitted alone, one at a time"
+    )
+    parser.add_argument(
+        "--cost",
+        action="store_true",
+        help="the stream's own cost only: each round a batch run then 1 worker (and its "
+        "probes); no 2-worker runs",
+    )
     args = parser.parse_args()
     cores = os.cpu_count() or 1
     load = os.getloadavg()[0]
@@ -506,13 +525,13 @@ def main() -> None:
         work = Path(tmp)
         start = time.perf_counter()
         sim = work / "sim"
-        write_simulation(sim, n=args.n + 1, size=tuple(args.size), seed=args.seed)
+        write_simulation(sim, n=args.n + args.probes, size=tuple(args.size), seed=args.seed)
         files = sorted(sim.glob("exp_*[0-9].fits"))
-        paths, probe = files[: args.n], files[args.n]
+        paths, probes = files[: args.n], files[args.n :]
         store = work / "store"
         ingest_refcat([sim / "refcat.fits"], store)
         print(
-            f"simulated {args.n} + 1 {args.size[0]}x{args.size[1]} exposures in "
+            f"simulated {args.n} + {args.probes} {args.size[0]}x{args.size[1]} exposures in "
             f"{time.perf_counter() - start:.1f} s",
             flush=True,
         )
@@ -531,11 +550,11 @@ def main() -> None:
                     print(f"batch calibrate: {rounds[-1].wall:.2f} s", flush=True)
                 else:
                     rounds.append(batch["before"])
-                for n_workers in (1, 2):
+                for n_workers in (1,) if args.cost else (1, 2):
                     run = run_stream(
                         n_workers,
                         paths,
-                        probe if n_workers == 1 else None,
+                        probes if n_workers == 1 else [],
                         store,
                         broker,
                         work / f"stream{n_workers}-{attempt}",
@@ -544,6 +563,9 @@ def main() -> None:
                     )
                     tries[n_workers].append(run)
                     print(f"stream, {n_workers} worker(s): {run.wall:.2f} s", flush=True)
+            if args.cost:
+                cost(args.n, rounds, tries[1])
+                return
             runs = [min(tries[n], key=lambda r: r.wall) for n in (1, 2)]
         batch["after"] = run_batch([paths], store, work / "batch1")
         print(f"batch calibrate again: {batch['after'].wall:.2f} s", flush=True)
@@ -565,6 +587,36 @@ def main() -> None:
     report(args, cores, runs, batch, hops, wait)
     if args.repeat > 1:
         paired(args.n, rounds, tries)
+
+
+def cost(n: int, rounds: list[BatchRun], runs: list[StreamRun]) -> None:
+    """The stream's own cost (issue 17), each round against the batch run just before it:
+    CPU seconds of every process of the stream over the batch loop's (target <= 1.05x), and
+    each lone exposure's latency beyond its science stages (target <= 150 ms)."""
+    print("\nthe stream's own cost, by round (CPU: the burst of N; latency: the probes)")
+    ratios, extras = [], []
+    for i, (b, run) in enumerate(zip(rounds, runs, strict=True)):
+        streaming = sum(run.cpu.values())
+        ratios.append(streaming / b.cpu)
+        extra = [latency - science for latency, science in run.probes]
+        extras += extra
+        parts = ", ".join(f"{k} {v:.2f}" for k, v in run.cpu.items())
+        print(
+            f"  round {i + 1}: batch loop {b.cpu:.2f} CPU-s, stream {streaming:.2f} CPU-s "
+            f"({parts}): {ratios[-1]:.3f}x, {(streaming - b.cpu) / n * 1000:+.0f} ms per "
+            f"exposure; lone latency - science, ms: " + " ".join(f"{e * 1000:.0f}" for e in extra)
+        )
+    ratio = float(np.median(ratios))
+    print(f"  median CPU ratio over {len(ratios)} rounds: {ratio:.3f}x (target <= 1.05x: "
+          f"{'met' if ratio <= 1.05 else 'missed'})")  # fmt: skip
+    if extras:
+        lone = [r.probes for r in runs]
+        latency = float(np.median([p[0] for ps in lone for p in ps]))
+        science = float(np.median([p[1] for ps in lone for p in ps]))
+        extra = float(np.median(extras))
+        print(f"  lone exposure, median of {len(extras)}: {latency:.3f} s event -> folder, "
+              f"science {science:.3f} s, beyond it {extra * 1000:.0f} ms (target <= 150 ms: "
+              f"{'met' if extra <= 0.150 else 'missed'})")  # fmt: skip
 
 
 def paired(n: int, rounds: list[BatchRun], tries: dict[int, list[StreamRun]]) -> None:

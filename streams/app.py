@@ -160,22 +160,33 @@ class Service:
     async def publish(self, outputs: Iterable[Output], partition: int) -> None:
         """Send ``outputs`` to ``partition`` of their topics (the input's: see above), but
         those a stateful stage reads or sends, which go where their key hashes to (the
-        producer's partitioner, as the stage's table changelog: see streams.stateful)."""
+        producer's partitioner, as the stage's table changelog: see streams.stateful).
+
+        The topics are sent to side by side, each topic's records in order: one round trip
+        to the broker for an exposure's events, not one per event; returns when every one
+        is delivered (acks=all), so the input is acknowledged only after that."""
         stream = self.deployment.stream
-        keyed = self.deployment.topology.keyed_roles
+        by_role: dict[str, list[Output]] = {}
         for output in outputs:
             if output.handled:
                 self.handled.add(stream.topic(output.role), partition, output.key, output.value)
-            topic = self.topics[output.role]
+            by_role.setdefault(output.role, []).append(output)
+        await asyncio.gather(
+            *(self._send_all(role, outs, partition) for role, outs in by_role.items())
+        )
 
-            to = None if output.role in keyed else partition
+    async def _send_all(self, role: str, outputs: list[Output], partition: int) -> None:
+        """``outputs`` (all of ``role``) one after the other, each until delivered."""
+        topic = self.topics[role]
+        to = None if role in self.deployment.topology.keyed_roles else partition
+        what = f"publishing to {topic.get_topic_name()}"
+        for output in outputs:
 
-            async def send(topic=topic, output=output, to=to) -> None:
+            async def send(output: Output = output) -> None:
                 pending = await topic.send(key=output.key, value=output.value, partition=to)
                 await pending  # delivered (acks=all) before the input is acknowledged
 
-            await send_retrying(send, f"publishing to {topic.get_topic_name()}", stream.retry,
-                                self.outage)  # fmt: skip
+            await send_retrying(send, what, self.deployment.stream.retry, self.outage)
 
 
 def _shorter_fetch_wait() -> None:
