@@ -14,21 +14,18 @@ import hashlib
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from calibstream import __version__
-from calibstream.astrometry.fit import fitted_header
 from calibstream.astrometry.refcat import RefCatalog
-from calibstream.astrometry.solve import AstrometricSolution, Matches
 from calibstream.detection.background import Background
 from calibstream.errors import CalibstreamError
 from calibstream.failures import Failure
 from calibstream.frame import Frame
 from calibstream.io.exposure import Metadata
 from calibstream.io.outputs import CalibratedExposure
-from calibstream.photometry.photocal import PhotoCalResult
 from calibstream.stages import Fitted, first_guess_fitted
 from streams import limits
 from streams.codec import decode, encode, schema_id_of
@@ -55,6 +52,10 @@ from streams.wire import (
     references_to_columns,
     write_claim,
 )
+
+if TYPE_CHECKING:  # the fit's modules load scipy.spatial: imported where they are used
+    from calibstream.astrometry.solve import AstrometricSolution
+    from calibstream.photometry.photocal import PhotoCalResult
 
 
 def now_ms() -> int:
@@ -132,7 +133,7 @@ def match_event(
         **{name: detection[name] for name in ("exposure_id", "input", "metadata", "psf_fwhm")},
         "image_height": detection["image_height"],
         "image_width": detection["image_width"],
-        "wcs": header_to_cards(fitted_header(fit)),  # with ASTMODEL, ASTDOF, ASTERR
+        "wcs": header_to_cards(_fitted_header(fit)),  # with ASTMODEL, ASTDOF, ASTERR
         "astrms_mas": float(fit.rms_mas),
         "astnmatch": int(fit.n_matches),
         "distortion": str(fit.distortion),
@@ -151,6 +152,12 @@ def match_event(
     }
 
 
+def _fitted_header(fit: Any) -> Any:
+    from calibstream.astrometry.fit import fitted_header
+
+    return fitted_header(fit)
+
+
 def fitted_from_event(event: Mapping[str, Any]) -> Fitted:
     """What the photometric stage starts from: the fitted frame, the catalog with sky
     positions, the matched references (row for row with the matches) and the background;
@@ -164,6 +171,8 @@ def fitted_from_event(event: Mapping[str, Any]) -> Fitted:
             background_from_record(event["background"]),
             partial,
         )
+    from calibstream.astrometry.solve import Matches
+
     pairs = columns_to_catalog(event["matches"])
     refs = RefCatalog.from_columns(columns_to_catalog(event["references"]))
     if len(refs) != len(pairs["source"]):

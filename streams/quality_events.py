@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from calibstream import __version__
 from calibstream.assess import Assessment
 from calibstream.io.outputs import finite_or_none
-from calibstream.photometry.photocal import PhotoCalResult
 from calibstream.summary_stats import SummaryStats
 from calibstream.verdicts import Partial, Verdict
 from streams.wire import catalog_to_columns, stats_to_record
+
+if TYPE_CHECKING:  # photocal loads scipy.spatial, needed only once photometry runs
+    from calibstream.photometry.photocal import PhotoCalResult
 
 NAN = math.nan
 
