@@ -68,3 +68,26 @@ def test_a_crowded_chip_calibrates_within_tolerance_of_truth(tmp_path):
     assert abs(magzero) < MAGZERO_MAG and abs(magzero) < 4 * header["MAGZERO_ERR"] + 0.003
     assert header["ASTNMATCH"] >= 500
     assert seconds < CALIBRATE_SECONDS
+
+
+def test_footprint_reductions_match_ndimage_and_a_per_plane_count():
+    """The one-pass footprint peak and mask bits give what ndimage.maximum and a count of
+    each plane's footprint pixels give (NaN, empty labels and label 0 included)."""
+    from scipy import ndimage
+
+    from calibstream.detection.measure import _footprint_max, _footprint_or
+
+    rng = np.random.default_rng(3)
+    segmap = rng.integers(0, 40, (64, 64)).astype(np.uint16)
+    segmap[segmap == 7] = 0  # an empty label
+    image = rng.normal(size=(64, 64)).astype(np.float32)
+    image[segmap == 5] = np.nan
+    mask = rng.integers(0, 1 << 6, (64, 64)).astype(np.int32)
+    n = 41  # beyond the largest label: empty too
+    expected = np.asarray(ndimage.maximum(image, segmap, index=np.arange(1, n + 1)), float)
+    assert np.array_equal(_footprint_max(image, segmap, n), expected, equal_nan=True)
+    bits = _footprint_or(mask, segmap, n)
+    for plane in range(6):
+        owners = segmap.ravel()[(mask.ravel() & (1 << plane)) != 0]
+        expected_any = np.bincount(owners, minlength=n + 1)[1:] > 0
+        assert np.array_equal((bits & (1 << plane)) != 0, expected_any)
