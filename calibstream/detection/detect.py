@@ -15,6 +15,7 @@ used for the peer check against SExtractor itself.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -297,23 +298,28 @@ def footprint_moments(image: np.ndarray, segmap: np.ndarray, found: np.ndarray) 
     """``found`` with barycentre, second moments, ellipse, flux and peak taken from
     the positive ``image`` pixels of each footprint (SExtractor's formulas)."""
     n = len(found)
-    members = np.flatnonzero(segmap)
-    owner = segmap.ravel()[members] - 1
-    rows, cols = np.divmod(members, image.shape[1])
-    values = image.ravel()[members].astype(np.float64)
-    weight = np.maximum(values, 0.0)
-    total = np.bincount(owner, weight, minlength=n)
+    total, flux = _footprint_sums(image, segmap, n, lambda o, r, c, v: (np.maximum(v, 0.0), v))
     # A footprint with no positive pixel falls back to equal weights.
     empty = ~(total > 0)
-    if empty.any():
-        weight = np.where(empty[owner], 1.0, weight)
-        total = np.bincount(owner, weight, minlength=n)
-    x = np.bincount(owner, weight * cols, minlength=n) / total
-    y = np.bincount(owner, weight * rows, minlength=n) / total
-    dx, dy = cols - x[owner], rows - y[owner]
-    x2 = np.bincount(owner, weight * dx * dx, minlength=n) / total
-    y2 = np.bincount(owner, weight * dy * dy, minlength=n) / total
-    xy = np.bincount(owner, weight * dx * dy, minlength=n) / total
+    fallback = empty if empty.any() else None
+
+    def weight(owner: np.ndarray, values: np.ndarray) -> np.ndarray:
+        positive = np.maximum(values, 0.0)
+        return positive if fallback is None else np.where(fallback[owner], 1.0, positive)
+
+    def first(owner: np.ndarray, rows: np.ndarray, cols: np.ndarray, values: np.ndarray):
+        w = weight(owner, values)
+        return w * cols, w * rows
+
+    if fallback is not None:
+        (total,) = _footprint_sums(image, segmap, n, lambda o, r, c, v: (weight(o, v),))
+    x, y = _footprint_sums(image, segmap, n, first) / total
+
+    def second(owner: np.ndarray, rows: np.ndarray, cols: np.ndarray, values: np.ndarray):
+        w, dx, dy = weight(owner, values), cols - x[owner], rows - y[owner]
+        return w * dx * dx, w * dy * dy, w * dx * dy
+
+    x2, y2, xy = _footprint_sums(image, segmap, n, second) / total
     singular = x2 * y2 - xy * xy < SINGULAR_DETERMINANT
     x2 = np.where(singular, x2 + 1 / 12, x2)
     y2 = np.where(singular, y2 + 1 / 12, y2)
@@ -324,10 +330,37 @@ def footprint_moments(image: np.ndarray, segmap: np.ndarray, found: np.ndarray) 
     objects["a"] = np.sqrt(half_sum + root)
     objects["b"] = np.sqrt(np.maximum(half_sum - root, 0.0))
     objects["theta"] = 0.5 * np.arctan2(2 * xy, x2 - y2)
-    objects["flux"] = np.bincount(owner, values, minlength=n)
+    objects["flux"] = flux
     objects["peak"] = image[found["ycpeak"], found["xcpeak"]]
     objects["flag"] |= np.where(singular, sep.OBJ_SINGU, 0).astype(objects["flag"].dtype)
     return objects
+
+
+#: Footprint pixels are summed a band of this many map pixels at a time: their int64 and
+#: float64 columns cost ~80 bytes a footprint pixel, 300 MB over a crowded 4k chip at once.
+MOMENT_BAND_PIXELS = 1 << 20
+
+
+def _footprint_sums(
+    image: np.ndarray, segmap: np.ndarray, n: int, terms: Callable[..., tuple[np.ndarray, ...]]
+) -> np.ndarray:
+    """Per footprint, the sums of ``terms(owner, rows, cols, values)`` (arrays over its
+    pixels), band by band. ``add.at`` adds each pixel in the map's order, as one
+    ``bincount`` over the whole map would: the same sums to the last bit."""
+    ny, nx = segmap.shape
+    step = max(1, MOMENT_BAND_PIXELS // nx)
+    sums: np.ndarray | None = None
+    for top in range(0, ny, step):
+        seg = segmap[top : top + step].ravel()
+        members = np.flatnonzero(seg)
+        rows, cols = np.divmod(members, nx)
+        owner = seg[members] - 1
+        values = image[top : top + step].ravel()[members].astype(np.float64)
+        parts = terms(owner, rows + top, cols, values)
+        sums = np.zeros((len(parts), n)) if sums is None else sums
+        for acc, part in zip(sums, parts, strict=True):
+            np.add.at(acc, owner, part)
+    return sums if sums is not None else np.zeros((0, n))
 
 
 def _noise_args(variance: np.ndarray | float) -> dict:
