@@ -289,8 +289,9 @@ def _footprint_max(image: np.ndarray, segmap: np.ndarray, n: int) -> np.ndarray:
     labels = segmap.ravel()
     peak = np.full(max(n, int(labels.max())) + 1, -np.inf, dtype=image.dtype)
     _reduce_at(np.maximum, peak, labels, image.ravel())
-    present = np.bincount(labels, minlength=n + 1)[1 : n + 1] > 0
-    return np.where(present, peak[1 : n + 1], 0.0).astype(float)
+    present = np.zeros(len(peak), dtype=bool)  # banded too: bincount would widen the map
+    _reduce_at(np.logical_or, present, labels, np.broadcast_to(np.True_, labels.shape))
+    return np.where(present[1 : n + 1], peak[1 : n + 1], 0.0).astype(float)
 
 
 def _pixel_flags(
