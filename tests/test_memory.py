@@ -1,8 +1,10 @@
 """Peak memory of one calibration, as ``calibstream calibrate`` runs it (issue 17).
 
 One simulated exposure is calibrated in a fresh Python process (its VmHWM is its own: a
-new address space), through the command's own entry point. What the calibration adds
-over the imports must stay within a few input planes (image, mask, variance: 12 bytes a
+new address space), through the command's own entry point. The baseline counts every
+module the calibration loads, those imported lazily included (the astrometric fit and
+photocal load scipy.spatial once detection is done). What the calibration adds over
+the imports must stay within a few input planes (image, mask, variance: 12 bytes a
 pixel): measured 2.00 planes at 2048² (2.25 before issue 17's last round: the summary
 reading the background model at its pixels, a uint16 mask and segmentation map, the S/N
 image reading its invalid pixels off the mask; 2.8 before the S/N image subtracted the
@@ -31,6 +33,8 @@ import json, re, sys
 def kib(key):
     return int(re.search(key + r":\\s+(\\d+)", open("/proc/self/status").read()).group(1))
 import streams.batch, streams.cli  # the command's imports, before any pixel
+# and those it makes later, when a step first needs them (lazily: after detection's peak)
+import calibstream.astrometry.fit, calibstream.astrometry.solve, calibstream.photometry.photocal
 imports = kib("VmRSS")
 code = streams.cli.main(["calibrate", "--refcat", sys.argv[1], "--out", sys.argv[2], sys.argv[3]])
 print(json.dumps({"code": code, "imports_kib": imports, "peak_kib": kib("VmHWM")}))
