@@ -20,6 +20,7 @@ import contextlib
 import datetime as dt
 import io
 import json
+import math
 import re
 import shutil
 import struct
@@ -319,12 +320,12 @@ def test_kcat_reads_a_zero_point_event_fastavro_decodes_it(kafka, streamed):
     if not kcat:
         pytest.skip("kcat is not installed (apt-get install kcat)")
     # A complete calibration's event (a partial one, the field without references, has
-    # its photometry nulled): read from its partition and offset.
+    # its photometry NaN): read from its partition and offset.
     topic = streamed.topic("zeropoints")
     partition, offset = next(
         (p, o)
         for p, o, key, decoded in read_topic(kafka.bootstrap, topic)
-        if decoded.record["magzero"] is not None
+        if math.isfinite(decoded.record["magzero"])
     )
     out = subprocess.run(
         [
