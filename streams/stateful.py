@@ -19,22 +19,35 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
 
 import faust
 from aiokafka.partitioner import DefaultPartitioner
 
 from streams import runner
-from streams.delivery import run_retrying
+from streams.delivery import Outage, run_retrying
 from streams.events import now_ms
 from streams.lanes import lane_agent
+from streams.readmodel import ReadModel
 from streams.runner import Message, Output
 from streams.science import context
+from streams.settings import Deployment
 from streams.topology import Stage
 from streams.visit_store import TableVisitStore
 
-if TYPE_CHECKING:
-    from streams.app import Service
+
+class Service(Protocol):
+    """What a stateful agent takes of the worker's service (streams.app.Service)."""
+
+    app: faust.App
+    topics: Mapping[str, Any]
+    deployment: Deployment
+    readmodel: ReadModel
+    outage: Outage
+
+    async def publish(self, outputs: Iterable[Output], partition: int) -> None: ...
+
 
 log = logging.getLogger("calibstream.stateful")
 
