@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import REPO
@@ -134,11 +135,22 @@ def test_a_held_exposure_holds_its_partition_and_the_worker_serves_the_others(
         hold.unlink()
         found = wait_for_folders(work / "out", set(expids), timeout=120, workers=[worker])
         assert {k for k, v in found.items() if v and v["status"] == "ok"} == set(expids)
-        sunk = [line.split(" key ")[1].split()[0] for line in log.read_text().splitlines()
-                if " sink " in line]  # fmt: skip
+        sunk = sink_order(log, {expids[0], expids[4]}, worker)  # the log lags the folders
         assert sunk.index(expids[0]) < sunk.index(expids[4]), sunk  # the partition's order
     finally:
         worker.stop()
+
+
+def sink_order(log: Path, keys: set[str], worker: Worker, timeout: float = 30.0) -> list[str]:
+    """The keys the sink logged, in order, once ``keys`` are among them (the worker's
+    output reaches its log file a little after the folders)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = log.read_text(errors="replace").splitlines()
+        sunk = [line.split(" key ")[1].split()[0] for line in lines if " sink " in line]
+        if keys <= set(sunk) or time.monotonic() > deadline or not worker.running:
+            return sunk
+        time.sleep(0.2)
 
 
 def send(stream: StreamSettings, placed: list) -> None:
