@@ -25,14 +25,17 @@ from streams.codec import decode
 from streams.kafka_admin import topic_partitions
 from streams.settings import write_stream_config as write_config
 
-OUTPUT_FILES = (
-    "calexp.fits",
-    "src.fits",
-    "src.parquet",
-    "matches.fits",
-    "matches.parquet",
-    "background.fits",
-    "summary.json",
+#: The files of a complete exposure folder (the contract's, and the Parquet copies).
+OUTPUT_FILES = frozenset(
+    {
+        "calexp.fits",
+        "src.fits",
+        "src.parquet",
+        "matches.fits",
+        "matches.parquet",
+        "background.fits",
+        "summary.json",
+    }
 )
 
 

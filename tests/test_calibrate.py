@@ -15,20 +15,11 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
+from streaming import OUTPUT_FILES
 
 from calibstream.io.outputs import publish_folder
 from calibstream.simulate.truth import read_truth
 from streams.cli import main
-
-OUTPUT_FILES = {
-    "calexp.fits",
-    "src.fits",
-    "src.parquet",
-    "matches.fits",
-    "matches.parquet",
-    "background.fits",
-    "summary.json",
-}
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
-from streaming import expid_of, make_survey, same_folders
+from streaming import OUTPUT_FILES, expid_of, make_survey, same_folders
 
 from calibstream.cli import main as core_main
 from calibstream.config import Config, config_from_dict
@@ -31,16 +31,6 @@ from streams.readmodel import RedisReadModel
 from streams.settings import StreamSettings
 from streams.topology import CALIBRATE
 from streams.worker import characterized_exposure
-
-ALL_FILES = {
-    "calexp.fits",
-    "src.fits",
-    "src.parquet",
-    "matches.fits",
-    "matches.parquet",
-    "background.fits",
-    "summary.json",
-}
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +109,8 @@ def test_a_partial_exposure_of_each_kind(kind, survey, no_i_band, tmp_path):
     assert len(src) == summary["n_sources"] > 20
     if kind == "astrometry":
         assert "no reference stars" in summary["reason"]
-        assert {p.name for p in folder.iterdir()} == ALL_FILES - {"matches.fits", "matches.parquet"}
+        unmatched = OUTPUT_FILES - {"matches.fits", "matches.parquet"}
+        assert {p.name for p in folder.iterdir()} == unmatched
         assert header["WCSGUESS"] is True and "ASTRMS" not in header
         assert src["flag_radec_first_guess"].all() and not src["calib_astrometry_used"].any()
         with fits.open(path) as hdul:  # the positions are the first guess's
@@ -131,7 +122,7 @@ def test_a_partial_exposure_of_each_kind(kind, survey, no_i_band, tmp_path):
     else:
         words = "calibration stars" if kind == "few_stars" else "no i_mag column"
         assert words in summary["reason"]
-        assert {p.name for p in folder.iterdir()} == ALL_FILES
+        assert {p.name for p in folder.iterdir()} == OUTPUT_FILES
         assert "WCSGUESS" not in header and header["ASTNMATCH"] >= 10
         assert not src["flag_radec_first_guess"].any()
         assert src["calib_astrometry_used"].sum() == header["ASTNMATCH"]

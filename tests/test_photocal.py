@@ -399,14 +399,7 @@ def test_too_few_stars_is_a_photometry_error(big):
     assert "0 calibration stars, need 1" in info.value.reason
     with pytest.raises(PhotometryError) as info:
         fit_zeropoint(
-            big.catalog["psf_flux"][big.rows],
-            big.catalog["psf_flux_err"][big.rows],
-            big.truth.exptime,
-            big.primary,
-            big.primary_err,
-            big.secondary,
-            big.secondary_err,
-            big.colorterm,
+            *args,
             only,
             big.truth.expid,
             PhotometryConfig(min_stars=5),

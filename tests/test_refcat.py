@@ -25,20 +25,11 @@ from calibstream.astrometry.refcat import (
     load_refcat,
     propagate_to_epoch,
 )
+from calibstream.astrometry.refcat_formats import CONTRACT_UNITS
 from calibstream.astrometry.refcat_store import healpix
 from calibstream.errors import CalibstreamError, RefcatError
 
-UNITS = {
-    "ra": u.deg,
-    "dec": u.deg,
-    "ra_err": u.mas,
-    "dec_err": u.mas,
-    "pmra": u.mas / u.yr,
-    "pmdec": u.mas / u.yr,
-    "pmra_err": u.mas / u.yr,
-    "pmdec_err": u.mas / u.yr,
-    "epoch": u.yr,
-}
+UNITS = CONTRACT_UNITS  # the contract's units (reference-catalog.md), one table
 ASTROMETRY = ("ra_err", "dec_err", "pmra", "pmdec", "pmra_err", "pmdec_err", "epoch")
 
 
