@@ -17,6 +17,7 @@ from typing import Any
 from calibstream.io.visits import write_visit
 from calibstream.visit import fold, is_complete, summarize, summary_json
 from streams import events
+from streams.rebuild import record_visit_folder
 from streams.runner import Context
 from streams.visit_events import outcome_of_event, visit_event
 from streams.visit_store import VisitRecord
@@ -60,7 +61,5 @@ def _summary(ctx: Context, record: VisitRecord, before: VisitRecord | None) -> d
         ctx.visits.put(record.state.visit, new)
     if summary is None or digest == record.sent:
         return None
-    persisted_ms = folder.stat().st_mtime_ns // 1_000_000  # a replay leaves the folder as it is
-    ctx.readmodel.record_visit(record.state.visit, summary.to_dict(), record.state.to_dict(),
-                               persisted_ms)  # fmt: skip
+    record_visit_folder(ctx.readmodel, folder)  # the row as the folder says, as a rebuild
     return visit_event(summary)

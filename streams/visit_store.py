@@ -16,13 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from calibstream.io.visits import read_visit
+from calibstream.io.visits import read_visit, visit_dir
 from calibstream.visit import VisitState
-
-
-def summary_json_bytes(summary: dict) -> bytes:
-    """summary.json's bytes from its content (as calibstream.visit.summary_json writes)."""
-    return (json.dumps(summary, sort_keys=True, indent=2, allow_nan=False) + "\n").encode()
 
 
 @dataclass(frozen=True)
@@ -76,7 +71,10 @@ class FolderVisitStore:
         state, summary = read_visit(self.root, visit)
         if state is None:
             return None
-        sent = None if summary is None else hashlib.sha256(summary_json_bytes(summary)).hexdigest()
+        sent = None
+        if summary is not None:  # the digest of the bytes sent: summary.json's own
+            data = (visit_dir(self.root, visit) / "summary.json").read_bytes()
+            sent = hashlib.sha256(data).hexdigest()
         return VisitRecord(state, bool(summary and summary.get("timed_out")), sent=sent)
 
     def put(self, visit: int, record: VisitRecord) -> None:
