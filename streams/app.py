@@ -107,15 +107,7 @@ class Service:
         :mod:`streams.delivery`); the message is acknowledged only after that. ``slots``
         bounds the agent's steps at once (``[stream] concurrency``); a step waiting
         between its tries holds none."""
-        record = event.message
-        message = Message(
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=record.key,
-            value=record.value,
-            timestamp_ms=None if record.timestamp is None else int(record.timestamp * 1000),
-        )
+        message = Message.of(event.message)
         if self.handled.take(message.topic, message.partition, message.key, message.value):
             outputs: list[Output] = []
             made = "(done upstream in this worker)"

@@ -51,6 +51,13 @@ class Message:
     value: bytes | None
     timestamp_ms: int | None = None
 
+    @classmethod
+    def of(cls, record: Any) -> Message:
+        """The message of a consumed record (faust's: a timestamp in seconds, or None)."""
+        stamp = record.timestamp
+        return cls(record.topic, record.partition, record.offset, record.key, record.value,
+                   None if stamp is None else int(stamp * 1000))  # fmt: skip
+
 
 @dataclass(frozen=True)
 class Output:

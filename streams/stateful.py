@@ -61,8 +61,7 @@ def attach_stateful(service: Service, stage: Stage) -> None:
 
     async def handle(event: faust.EventT) -> None:
         record = event.message
-        message = Message(record.topic, record.partition, record.offset, record.key,
-                          record.value, None)  # fmt: skip
+        message = Message.of(record)
 
         async def step() -> list[Output]:
             return runner.run(ctx, stage.agent, message)
