@@ -108,6 +108,20 @@ def handled(log: Path, agent: str, topic: str) -> list[tuple[int, int, str]]:
     ]
 
 
+def wait_for_handled(
+    workers: list[Worker], agent: str, topic: str, keys: set[str], timeout: float = 60.0
+) -> None:
+    """Until the workers' logs show ``agent`` handled every key on ``topic``: a folder is
+    complete (written in the chain) before the agent that handled its event logs it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        logged = {key for w in workers for *_, key in handled(w.log, agent, topic)}
+        if keys <= logged:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{agent} never logged {sorted(keys - logged)} on {topic}")
+
+
 def snapshot(root: Path) -> dict[Path, tuple[int, int]]:
     """(inode, mtime) of every file of every exposure folder."""
     return {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in root.glob("exposures/*/*")}
@@ -387,6 +401,8 @@ def test_kill_9_of_a_worker_mid_stream_persists_each_exposure_once(
         assert 1 <= len(at_kill) < len(expected), "not killed mid-stream"
         second = start_worker(deployed.config, tmp_path / "second.log")
         wait_for_folders(deployed.out, expected, timeout=180, workers=[second])
+        sinking = deployed.topic("zeropoints")
+        wait_for_handled([second], "sink", sinking, expected - at_kill)
         assert second.running, second.log_tail()
     finally:
         first.stop()
@@ -450,6 +466,7 @@ def test_two_workers_of_one_group_split_the_partitions(
         wait_for_log(a, {"Setting newly assigned partitions": 2})
         submit(deployed, survey.good)
         wait_for_folders(deployed.out, expected, timeout=240, workers=[a, b])
+        wait_for_handled([a, b], "detect", deployed.topic("exposures"), expected)
         assert a.running and b.running
     finally:
         a.stop()
