@@ -87,6 +87,11 @@ class MeasurementConfig:
     #: Windowed-centroid iterations are SExtractor's; a centroid that moves more
     #: than this (pixels) from the detection peak is flagged bad.
     max_centroid_shift: float = 2.0
+    #: The centroid window's sigma (SExtractor's, from the half-light radius) is capped at
+    #: this many PSF sigmas: neighbours inflate the half-light radius in crowded fields, and
+    #: a wider window adds only their light and the cost of its area (a star's window is one
+    #: PSF sigma; 3 leaves galaxies three times the PSF's half-light radius).
+    window_max_psf_sigmas: float = 3.0
     icsrc_match_radius: float = 3.0  # pixels, as LSST's copyIcSourceFields
 
 

@@ -14,10 +14,9 @@ background band by band). A regression that adds back one full-size float32 plan
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
+
+from measured import calibrate_measured
 
 from calibstream.astrometry.refcat import ingest_refcat
 from calibstream.simulate.survey import write_simulation
@@ -28,36 +27,16 @@ PLANE_BYTES = 12
 #: The bound on the peak beyond the imports, in input planes (measured 2.00).
 MAX_PLANES = 2.25
 
-CHILD = """
-import json, re, sys
-def kib(key):
-    return int(re.search(key + r":\\s+(\\d+)", open("/proc/self/status").read()).group(1))
-import streams.batch, streams.cli  # the command's imports, before any pixel
-# and those it makes later, when a step first needs them (lazily: after detection's peak)
-import calibstream.astrometry.fit, calibstream.astrometry.solve, calibstream.photometry.photocal
-imports = kib("VmRSS")
-code = streams.cli.main(["calibrate", "--refcat", sys.argv[1], "--out", sys.argv[2], sys.argv[3]])
-print(json.dumps({"code": code, "imports_kib": imports, "peak_kib": kib("VmHWM")}))
-"""
-
 
 def test_peak_memory_of_one_calibration(tmp_path: Path) -> None:
     paths = write_simulation(tmp_path / "sim", n=1, size=SIZE, seed=7)
     ingest_refcat([tmp_path / "sim" / "refcat.fits"], tmp_path / "store")
-    done = subprocess.run(
-        [sys.executable, "-c", CHILD, str(tmp_path / "store"), str(tmp_path / "out"), paths[0]],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    usage = json.loads(done.stdout.strip().splitlines()[-1])
+    usage = calibrate_measured(tmp_path / "store", tmp_path / "out", paths[0])
     planes = SIZE[0] * SIZE[1] * PLANE_BYTES / 2**20
-    beyond = (usage["peak_kib"] - usage["imports_kib"]) / 1024
     print(
-        f"\n{SIZE[0]}x{SIZE[1]}: peak RSS {usage['peak_kib'] / 1024:.0f} MB, imports "
-        f"{usage['imports_kib'] / 1024:.0f} MB, beyond them {beyond:.0f} MB = "
-        f"{beyond / planes:.2f} x the input planes ({planes:.0f} MB; bound {MAX_PLANES})"
+        f"\n{SIZE[0]}x{SIZE[1]}: peak RSS {usage.peak_mb:.0f} MB, imports "
+        f"{usage.imports_mb:.0f} MB, beyond them {usage.beyond_mb:.0f} MB = "
+        f"{usage.beyond_mb / planes:.2f} x the input planes ({planes:.0f} MB; bound {MAX_PLANES})"
     )
-    assert usage["code"] == 0
-    assert beyond <= MAX_PLANES * planes
+    assert usage.code == 0
+    assert usage.beyond_mb <= MAX_PLANES * planes

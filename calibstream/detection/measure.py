@@ -151,14 +151,16 @@ def _centroids(
     psf_fwhm: float | None,
     config: MeasurementConfig,
 ) -> _Centroid:
-    """Windowed centroids with the window set by the half-light radius, as SExtractor."""
+    """Windowed centroids with the window set by the half-light radius, as SExtractor,
+    between one and ``window_max_psf_sigmas`` PSF sigmas."""
     image, invalid, xb, yb = pixels.image, pixels.invalid, ell.x, ell.y
     radius, rflag = sep.flux_radius(
         image, xb, yb, KRON_ELLIPSE_EXTENT * ell.a, 0.5, normflux=kron_flux, mask=invalid, subpix=5
     )
     sigma = WINDOW_PER_HALF_LIGHT * np.where(np.isfinite(radius) & (radius > 0), radius, 1.0)
     if psf_fwhm is not None:
-        sigma = np.maximum(sigma, psf_fwhm * FWHM_TO_SIGMA)
+        psf_sigma = psf_fwhm * FWHM_TO_SIGMA
+        sigma = np.clip(sigma, psf_sigma, config.window_max_psf_sigmas * psf_sigma)
     cen = windowed_centroids(image, pixels.variance, invalid, xb, yb, sigma)
     shift = np.hypot(cen.x - xb, cen.y - yb)
     bad_centroid = (
