@@ -329,16 +329,19 @@ def _footprint_or(mask: np.ndarray, segmap: np.ndarray, n: int) -> np.ndarray:
     return bits[1 : n + 1]
 
 
-#: Map pixels reduced at once: ``ufunc.at`` widens its labels to intp (8 bytes a pixel), so
+#: Map pixels scanned at once: ``ufunc.at`` widens its labels to intp (8 bytes a pixel), so
 #: a whole 4k map would cost 128 MB of temporaries; a band of this many costs 8 MB.
 BAND_PIXELS = 1 << 20
 
 
 def _reduce_at(ufunc: np.ufunc, out: np.ndarray, labels: np.ndarray, values: np.ndarray) -> None:
-    """``ufunc.at(out, labels, values)`` over flat bands of the map, in place."""
+    """``ufunc.at(out, labels, values)`` over the footprints' pixels (label > 0) of flat
+    bands of the map, in place; label 0's entry is left as it was (no footprint owns it,
+    and the sky is most of the map: reducing it cost 0.15 s on a 4k chip)."""
     for start in range(0, labels.size, BAND_PIXELS):
         band = slice(start, start + BAND_PIXELS)
-        ufunc.at(out, labels[band], values[band])
+        members = np.flatnonzero(labels[band])
+        ufunc.at(out, labels[band][members], values[band][members])
 
 
 #: Stamp pixels of the sources whose centre masks are read at once (a few arrays of this
