@@ -78,11 +78,17 @@ def describe(name: str) -> tuple[str, str]:
 
 def described_table_hdu(columns: Mapping[str, np.ndarray], name: str) -> fits.BinTableHDU:
     """:func:`~calibstream.io.fitsio.table_hdu` with ``TUNITn`` and ``TCOMMn`` on every
-    column."""
+    column, after its ``TFORMn``: the cards laid out once (inserting each one where it
+    belongs re-indexes the header every time, ~40 ms a catalogue)."""
     hdu = table_hdu(columns, name)
-    header = hdu.header
-    for i, column in enumerate(columns, start=1):
-        unit, text = describe(column)
-        header.set(f"TUNIT{i}", unit, "physical unit", after=f"TFORM{i}")
-        header.set(f"TCOMM{i}", text, after=f"TUNIT{i}")
+    names = list(columns)
+    tform = {f"TFORM{i}": i for i in range(1, len(names) + 1)}
+    cards = []
+    for card in hdu.header.cards:
+        cards.append(card)
+        i = tform.get(card.keyword)
+        if i is not None:
+            unit, text = describe(names[i - 1])
+            cards += [(f"TUNIT{i}", unit, "physical unit"), (f"TCOMM{i}", text)]
+    hdu.header = fits.Header(cards)
     return hdu
