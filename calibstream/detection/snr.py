@@ -67,7 +67,7 @@ def matched_filter_snr(
 
 
 #: Columns (of the spectrum) and rows transformed at once (a few MB of complex64).
-_KERNEL_BAND = 64
+_KERNEL_BAND = 32
 _ROWS = 64
 
 
