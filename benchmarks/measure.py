@@ -190,7 +190,8 @@ def main() -> None:
         print(
             f"\nratio calibstream / SExtractor: {total / se_total:.2f}x steady state "
             f"(a worker's exposures after its first), {total_cold / se_total:.2f}x for the "
-            "first exposure of a fresh process (target <= 1.0)"
+            "first exposure of a process, its imports done (a fresh process, imports and "
+            "all: benchmarks/calibrate.py --fresh N)"
         )
 
 

@@ -122,6 +122,16 @@ def wait_for_handled(
     raise AssertionError(f"{agent} never logged {sorted(keys - logged)} on {topic}")
 
 
+def wait_for_ledger(redis_url: str, size: int, timeout: float = 60.0) -> None:
+    """Until the read model's ledger holds ``size`` entries: a sink records an exposure's
+    entry just after its folder is complete, so a worker stopped at once could leave the
+    last one to its successor."""
+    model = RedisReadModel(redis_url)
+    deadline = time.monotonic() + timeout
+    while model.ledger_size() < size and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
 def snapshot(root: Path) -> dict[Path, tuple[int, int]]:
     """(inode, mtime) of every file of every exposure folder."""
     return {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in root.glob("exposures/*/*")}
@@ -403,6 +413,7 @@ def test_kill_9_of_a_worker_mid_stream_persists_each_exposure_once(
         wait_for_folders(deployed.out, expected, timeout=180, workers=[second])
         sinking = deployed.topic("zeropoints")
         wait_for_handled([second], "sink", sinking, expected - at_kill)
+        wait_for_ledger(deployed.redis_url, len(expected))
         assert second.running, second.log_tail()
     finally:
         first.stop()
@@ -439,6 +450,7 @@ def test_broker_kill_9_and_restart_mid_stream_loses_nothing(
         broker.start()
         print(f"Apache Kafka back in {broker.started_in:.1f} s")
         wait_for_folders(deployed.out, expected, timeout=180, workers=[worker])
+        wait_for_ledger(deployed.redis_url, len(expected))
         assert worker.running, worker.log_tail()
     finally:
         worker.stop()
