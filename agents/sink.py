@@ -51,7 +51,8 @@ def step(ctx: Context, event: Mapping[str, Any]) -> dict | None:
     meta = calibrated.metadata
     shape = calibrated.background.shape
     return exposure_outcome(folder, meta.visit, meta.detector, event["input"]["uri"],
-                            ctx.settings.input_roots, shape)  # fmt: skip
+                            ctx.settings.input_roots, shape,
+                            event.get("first_guess_wcs", ()))  # fmt: skip
 
 
 def _pixels(ctx: Context, event: Mapping[str, Any], calibrated: CalibratedExposure) -> CalexpPixels:

@@ -1,7 +1,7 @@
 """A crowded 4k chip (issue 16): calibstream's whole calibration beside SExtractor, fresh
 processes in turn, and its quality against the simulation's truth.
 
-    python benchmarks/crowded.py [--size 4096 4096] [--density 100000] [--seed 7] [--pairs 3]
+    python benchmarks/crowded.py [--size 4096 4096] [--density 100100] [--seed 7] [--pairs 3]
 
 Simulates one exposure with ``--density`` sources per 4096² px (``SimConfig.n_sources``)
 and its reference catalog, then runs N pairs in turn: ``calibstream calibrate`` of the
@@ -132,7 +132,7 @@ def report(mine: list[Usage], theirs: list[Usage], n_se: int) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, nargs=2, default=(4096, 4096), metavar=("NX", "NY"))
-    parser.add_argument("--density", type=float, default=100_000.0, help="sources per 4096² px")
+    parser.add_argument("--density", type=float, default=100_100.0, help="sources per 4096² px")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--config", default=None, help="calibstream TOML configuration")

@@ -149,6 +149,7 @@ def match_event(
         "software_version": __version__,
         "summary_stats": detection.get("summary_stats"),
         "partial": None,
+        "first_guess_wcs": detection["first_guess_wcs"],
     }
 
 
@@ -223,6 +224,7 @@ def zeropoint_event(
         "timings": {**match["timings"], **timings},
         "software_version": __version__,
         **assessment_fields(calibrated.assessment),
+        "first_guess_wcs": match.get("first_guess_wcs", []),  # [] from a match event before v4
     }
 
 

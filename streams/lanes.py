@@ -117,7 +117,13 @@ def lane_agent(
     again (to whoever owns the partition now)."""
 
     async def handled(event: Any) -> bool:
-        if event.message.generation_id != app.consumer_generation_id:
+        message = event.message
+        if message.generation_id != app.consumer_generation_id:
+            log.warning(
+                "%s[%d]@%d: taken in generation %s, now %s: left to be delivered again",
+                message.topic, message.partition, message.offset,
+                message.generation_id, app.consumer_generation_id,
+            )  # fmt: skip
             return False
         await handle(event)
         return True

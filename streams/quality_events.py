@@ -107,4 +107,5 @@ def partial_match_event(
         "software_version": __version__,
         "summary_stats": detection.get("summary_stats"),
         "partial": partial.as_record(),
+        "first_guess_wcs": detection["first_guess_wcs"],
     }

@@ -13,6 +13,7 @@ from calibstream import __version__
 from calibstream.io.inputs import resolve_input
 from calibstream.io.outputs import read_summary
 from calibstream.visit import DetectorOutcome, VisitSummary, outcome_from_summary
+from streams.wire import cards_to_header
 
 #: The exposure-outcome event's fields that make a DetectorOutcome.
 OUTCOME_FIELDS = tuple(DetectorOutcome.__dataclass_fields__)
@@ -25,20 +26,25 @@ def exposure_outcome(
     uri: str | None,
     input_roots: Sequence[str] | None,
     shape: tuple[int, int] | None = None,
+    first_guess: Sequence[Mapping[str, Any]] = (),
 ) -> dict | None:
     """The exposure-outcome event of the exposure in ``folder`` (as the folder says: a
     failure that left a calibration in place is the calibration's); None when its visit
-    is unknown (a record that names no exposure). The first guess is read again from the
-    input's IMAGE header; an input no longer there leaves the detector's points out (its
-    visit's pointing is fitted from the others)."""
+    is unknown (a record that names no exposure). The first guess is the event's header
+    cards (``first_guess``, a v4 zero-point event's), else read again from the input's
+    IMAGE header; an input no longer there leaves the detector's points out (its visit's
+    pointing is fitted from the others)."""
     summary = read_summary(folder)
     if summary is None:
         return None
     visit = summary.get("visit", visit)  # the folder's exposure's, if it names one
     if visit is None:
         return None
-    guess, guess_shape = _first_guess(uri, input_roots)
-    shape = shape or guess_shape
+    if first_guess and shape is not None:
+        guess: dict | None = dict(cards_to_header(first_guess))
+    else:
+        guess, guess_shape = _first_guess(uri, input_roots)
+        shape = shape or guess_shape
     if shape is None:
         guess, fitted = None, None
     else:

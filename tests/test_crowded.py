@@ -1,11 +1,12 @@
 """A crowded chip calibrates against truth (issue 16, crowded fields).
 
-The smaller variant of ``benchmarks/crowded.py``: a 2048² chip at the same density
-as 100,000 sources on a 4096² one (``SimConfig.n_sources`` counts per 4096² px), so
-~25,000 sources, ~250 of them saturated stars. What it guards: a thousand saturated
-stars no longer empty the overlap of the brightest sources and references (the
-pattern vote had failed), direct matching of a nearly right first guess serves rich
-chips, and the fit's footprint cap keeps the catalogue whole.
+The issue's chip, as ``benchmarks/crowded.py`` times it beside SExtractor: 4096² with
+at least 100,000 simulated sources (``SimConfig.n_sources`` counts per 4096² px), ~1000
+of them saturated stars, calibrated in a fresh process within a stated CPU time and
+memory. What it guards: a thousand saturated stars no longer empty the overlap of the
+brightest sources and references (the pattern vote had failed), direct matching of a
+nearly right first guess serves rich chips, the fit's footprint cap keeps the catalogue
+whole, and the centroid window's cap keeps neighbours' light from inflating the cost.
 """
 
 from __future__ import annotations
@@ -21,14 +22,15 @@ from calibstream.simulate.survey import write_simulation
 from calibstream.simulate.truth import read_truth
 from streams.cli import main
 
-#: Sources per 4096² px: the issue's 100,000-source 4k chip.
-CROWDED_DENSITY = 100_000.0
-#: Tolerances against truth (measured: WCS 0.3 mas rms, 0.5 max; MAGZERO 0.002 mag).
+#: Sources per 4096² px: the issue's 100,000-source 4k chip (a few fall off its edges).
+CROWDED_DENSITY = 100_100.0
+SIZE = (4096, 4096)
+#: Tolerances against truth (measured: WCS 0.10 mas rms, 0.17 max; MAGZERO 0.002 mag).
 WCS_RMS_MAS, WCS_MAX_MAS, MAGZERO_MAG = 3.0, 8.0, 0.01
-#: The calibration of the 2048² chip: CPU seconds (measured 4.7 s, with room for a loaded
+#: The stated bounds: CPU seconds (measured 17.7 s, with room for a loaded
 #: machine) and peak memory beyond the imports, in input planes of 12 bytes a pixel
-#: (measured 3.25 planes: the segmentation map and the catalogue of a crowded chip).
-CALIBRATE_CPU_S, MAX_PLANES = 20.0, 4.0
+#: (measured 2.61 planes, 501 MB: the segmentation map, sep's pixel stack, the catalogue).
+CALIBRATE_CPU_S, MAX_PLANES = 60.0, 3.5
 
 
 def wcs_error_mas(wcs: WCS, truth: WCS, shape: tuple[int, int], grid: int = 16) -> np.ndarray:
@@ -42,21 +44,21 @@ def wcs_error_mas(wcs: WCS, truth: WCS, shape: tuple[int, int], grid: int = 16) 
 
 def test_a_crowded_chip_calibrates_within_tolerance_of_truth(tmp_path):
     config = SimConfig(n_sources=CROWDED_DENSITY)
-    exposure = write_simulation(tmp_path / "sim", 1, (2048, 2048), 7, config=config)[0]
+    exposure = write_simulation(tmp_path / "sim", 1, SIZE, 7, config=config)[0]
     store, out = tmp_path / "store", tmp_path / "out"
     assert main(["ingest-refcat", str(tmp_path / "sim" / "refcat.fits"), "--out", str(store)]) == 0
     usage = calibrate_measured(store, out, exposure)
     assert usage.code == 0  # status ok
-    planes = usage.beyond_mb / (2048 * 2048 * 12 / 2**20)
+    planes = usage.beyond_mb / (SIZE[0] * SIZE[1] * 12 / 2**20)
     folder = next((out / "exposures").iterdir())
     truth = read_truth(exposure.with_name(exposure.stem + ".truth.fits"))
     header = fits.getheader(folder / "calexp.fits")
     sources = Table.read(folder / "src.fits", hdu="SRC")
     on_chip = int(np.count_nonzero(truth.sources["in_chip"]))
-    error = wcs_error_mas(WCS(header, naxis=2), truth.wcs, (2048, 2048))
+    error = wcs_error_mas(WCS(header, naxis=2), truth.wcs, SIZE)
     magzero = header["MAGZERO"] - truth.magzero
     print(
-        f"\ncrowded 2048²: {on_chip} true sources, {len(sources)} detected, "
+        f"\ncrowded {SIZE[0]}x{SIZE[1]}: {on_chip} true sources, {len(sources)} detected, "
         f"{header['ASTNMATCH']} astrometric matches ({header['ASTMODEL']}), ASTRMS "
         f"{header['ASTRMS']:.1f} mas; WCS vs truth rms {np.sqrt(np.mean(error**2)):.2f}, "
         f"max {error.max():.2f} mas; MAGZERO - truth {magzero:+.4f} ± "
@@ -64,10 +66,10 @@ def test_a_crowded_chip_calibrates_within_tolerance_of_truth(tmp_path):
         f"calibrate {usage.cpu_s:.1f} s CPU, {usage.beyond_mb:.0f} MB beyond the imports "
         f"({planes:.2f} input planes)"
     )
-    assert on_chip >= 24_000 and len(sources) >= 5_000
+    assert on_chip >= 100_000 and len(sources) >= 20_000
     assert np.sqrt(np.mean(error**2)) < WCS_RMS_MAS and error.max() < WCS_MAX_MAS
     assert abs(magzero) < MAGZERO_MAG and abs(magzero) < 4 * header["MAGZERO_ERR"] + 0.003
-    assert header["ASTNMATCH"] >= 500
+    assert header["ASTNMATCH"] >= 2_000
     assert usage.cpu_s < CALIBRATE_CPU_S and planes < MAX_PLANES
 
 

@@ -90,9 +90,26 @@ def wait_for_summary(out: Path, worker: Worker, timeout: float, done) -> dict:
     raise AssertionError(f"no visit summary after {timeout:.0f} s\n{worker.log_tail(60)}")
 
 
+def wait_for_ready(worker: Worker, timeout: float = 120.0) -> None:
+    """Until the worker has its partitions and its science pool."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert worker.running, worker.log_tail()
+        text = worker.log.read_text(errors="replace")
+        if "science pool ready" in text and "Worker]: Ready" in text:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the worker was not ready after {timeout:.0f} s\n{worker.log_tail()}")
+
+
 def visit_folder(out: Path) -> dict[str, bytes]:
     folder = out / "visits" / str(VISIT)
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def detectors_of(folder: dict[str, bytes]) -> dict[str, dict]:
+    """The visit folder's detector outcomes by detector id."""
+    return {str(o["detector"]): o for o in json.loads(folder["detectors.json"])["outcomes"]}
 
 
 def test_a_visit_streams_to_one_summary_naming_the_bad_and_the_missing(visit, tansu, tmp_path):
@@ -128,6 +145,28 @@ def test_a_visit_streams_to_one_summary_naming_the_bad_and_the_missing(visit, ta
         assert replay(deployment, role=role, start=Point(offset=0)).records > 0
     assert visit_folder(tmp_path / "replayed") == live
 
+    # Archived topics outlive their inputs: the zero-point events carry the first guess
+    # (v4), so a replay without the input files fits the same pointing, and every detector
+    # that calibrated has the same points; only the failed one's outline (read from its
+    # input, which no failure event carries) is gone.
+    deployment = load_deployment(config, output_root=str(tmp_path / "no-inputs"))
+    hidden = sim.with_name("sim.hidden")
+    sim.rename(hidden)
+    try:
+        for role in ("zeropoints", "failures"):
+            assert replay(deployment, role=role, start=Point(offset=0)).records > 0
+    finally:
+        hidden.rename(sim)
+    replayed = json.loads(visit_folder(tmp_path / "no-inputs")["summary.json"])
+    for key in ("ok", "partial", "failed", "zeropoint", "offsets", "pointing_offset",
+                "rotation", "pointing_rms", "pointing_detectors"):  # fmt: skip
+        assert replayed[key] == summary[key], key
+    by_detector = detectors_of(visit_folder(tmp_path / "no-inputs"))
+    for det, outcome in detectors_of(live).items():
+        if outcome["status"] != "failed":
+            assert by_detector[det] == outcome, det
+    assert by_detector[str(BAD)]["guess_points"] is None
+
 
 def test_a_worker_killed_mid_visit_is_replaced_and_the_visit_completes_once(kafka, tmp_path):
     complete_sim = tmp_path / "sim"  # a visit without a bad or missing detector
@@ -150,6 +189,10 @@ def test_a_worker_killed_mid_visit_is_replaced_and_the_visit_completes_once(kafk
         first.kill()  # kill -9 of the worker and its science process
         with contextlib.chdir(tmp_path):
             second = Worker(config_path, tmp_path / "second.log")
+        # The rest of the visit once the successor is ready: a record already waiting at a
+        # worker's first assignment can be skipped by faust 0.15 until the next rebalance
+        # (seen once in CI: README, "Known defects"); the table's recovery is what is tested.
+        wait_for_ready(second)
         submit(files(complete_sim, range(4, 9)), stream)
         summary = wait_for_summary(out, second, 240, lambda s: s["complete"])
         time.sleep(2.0)  # any second summary would be on its way
