@@ -270,6 +270,9 @@ def _attach(service: Service, stage: Stage) -> None:
     async def handle(event: faust.EventT) -> None:
         await service.handle(stage.agent, event, step)
 
-    service.app.agent(service.topics[stage.consumes], name=stage.agent)(
-        lane_agent(service.app, handle)
+    topic = service.topics[stage.consumes]
+    service.app.agent(topic, name=stage.agent)(
+        lane_agent(
+            service.app, handle, topic.get_topic_name(), service.deployment.stream.stall_check_s
+        )
     )

@@ -21,6 +21,8 @@ import logging
 from collections.abc import Awaitable, Callable, Hashable, Iterable
 from typing import Any, Generic, TypeVar
 
+from streams.stall import watch_partitions
+
 Record = TypeVar("Record")
 
 log = logging.getLogger("calibstream.lanes")
@@ -48,6 +50,7 @@ class Lanes(Generic[Record]):
         self._queues: dict[Hashable, asyncio.Queue[Record]] = {}
         self._tasks: dict[Hashable, asyncio.Task[None]] = {}
         self._paused: set[Hashable] = set()
+        self._in_hand: set[Hashable] = set()
 
     async def put(self, lane: Hashable, record: Record) -> None:
         """Queue ``record`` on ``lane`` (started on first use); never waits on a lane."""
@@ -70,6 +73,7 @@ class Lanes(Generic[Record]):
                 task.cancel()
             self._queues.pop(lane, None)
             self._paused.discard(lane)
+            self._in_hand.discard(lane)
 
     async def close(self) -> None:
         """Stop every lane; records not yet handled stay unacknowledged."""
@@ -83,11 +87,19 @@ class Lanes(Generic[Record]):
         queue = self._queues.get(lane)
         return 0 if queue is None else queue.qsize()
 
+    def idle(self, lane: Hashable) -> bool:
+        """No record of ``lane`` queued or in hand."""
+        return lane not in self._in_hand and self.pending(lane) == 0
+
     async def _run(self, lane: Hashable, queue: asyncio.Queue[Record]) -> None:
         while True:
             record = await queue.get()
-            if await self._handled(lane, record):
-                self._ack(record)
+            self._in_hand.add(lane)
+            try:
+                if await self._handled(lane, record):
+                    self._ack(record)
+            finally:
+                self._in_hand.discard(lane)
             if lane in self._paused and queue.qsize() <= self._backlog // 2:
                 self._paused.discard(lane)
                 self._resume(lane)
@@ -109,12 +121,13 @@ class Lanes(Generic[Record]):
 
 
 def lane_agent(
-    app: Any, handle: Callable[[Any], Awaitable[None]]
+    app: Any, handle: Callable[[Any], Awaitable[None]], topic: str, stall_check_s: float = 0.0
 ) -> Callable[[Any], Awaitable[None]]:
     """A faust agent that hands each event to its partition's lane, where ``handle(event)``
     runs; the event is acknowledged when it returns. One from before a rebalance is left
     unacknowledged: faust seeks the partition back to its committed offset, so it comes
-    again (to whoever owns the partition now)."""
+    again (to whoever owns the partition now). Every ``stall_check_s`` (0: never) the
+    partitions of ``topic`` are watched for records nobody takes (:mod:`streams.stall`)."""
 
     async def handled(event: Any) -> bool:
         message = event.message
@@ -135,10 +148,17 @@ def lane_agent(
             pause=lambda tp: app.consumer.pause_partitions([tp]),
             resume=lambda tp: app.consumer.resume_partitions([tp]),
         )
+        watch = None
+        if stall_check_s > 0:
+            watch = asyncio.create_task(
+                watch_partitions(app, topic, lanes.idle, stall_check_s), name=f"watch {topic}"
+            )
         try:
             async for event in events.noack().events():
                 await lanes.put(event.message.tp, event)
         finally:
+            if watch is not None:
+                watch.cancel()
             await lanes.close()
 
     return agent

@@ -73,6 +73,9 @@ class StreamSettings:
     visit_timeout_s: float = 120.0
     #: How often the visit agent looks for visits past their timeout.
     visit_check_s: float = 5.0
+    #: How often a worker looks for partitions it owns holding records it never took
+    #: (faust can skip one at an assignment: streams/stall.py); 0: never.
+    stall_check_s: float = 15.0
     web_port: int | None = None  # faust's web server; None: off
     #: Largest event (producer request and topic ``max.message.bytes``): a zero-point
     #: event costs ~276 B per source (0.4 MB for a 4k×4k exposure with 1444 sources,
@@ -161,6 +164,7 @@ _AT_LEAST = {
     "retry_max_s": 0,
     "visit_timeout_s": 0,
     "visit_check_s": 0.1,
+    "stall_check_s": 0,
     "max_message_bytes": 1,
     "claim_threshold_bytes": 1,
 }

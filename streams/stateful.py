@@ -73,10 +73,12 @@ def attach_stateful(service: Service, stage: Stage) -> None:
         log.info("%s %s[%d]@%d key %s -> %s", stage.agent, record.topic, record.partition,
                  record.offset, record.key, ",".join(o.role for o in outputs) or "-")  # fmt: skip
 
-    app.agent(service.topics[stage.consumes], name=stage.agent)(lane_agent(app, handle))
+    topic = stream.topic(stage.consumes)
+    app.agent(service.topics[stage.consumes], name=stage.agent)(
+        lane_agent(app, handle, topic, stream.stall_check_s)
+    )
     timeout = importlib.import_module(stage.module).timeout
     partitioner = DefaultPartitioner()
-    topic = stream.topic(stage.consumes)
 
     @app.timer(stream.visit_check_s)
     async def time_out() -> None:

@@ -190,8 +190,8 @@ def test_a_worker_killed_mid_visit_is_replaced_and_the_visit_completes_once(kafk
         with contextlib.chdir(tmp_path):
             second = Worker(config_path, tmp_path / "second.log")
         # The rest of the visit once the successor is ready: a record already waiting at a
-        # worker's first assignment can be skipped by faust 0.15 until the next rebalance
-        # (seen once in CI: README, "Known defects"); the table's recovery is what is tested.
+        # worker's first assignment can be skipped by faust 0.15 (seen once here; the stall
+        # watch brings it back, tests/test_stall.py); the table's recovery is tested here.
         wait_for_ready(second)
         submit(files(complete_sim, range(4, 9)), stream)
         summary = wait_for_summary(out, second, 240, lambda s: s["complete"])
