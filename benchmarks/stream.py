@@ -43,7 +43,7 @@ topic the workers read (5 topics x --partitions), with the consumer's ``fetch_ma
 the workers use. faust 0.15 hard-codes 1500 ms for its worker consumers; Tansu 0.6 answers
 a fetch of more than one partition only after ~480 ms when no data was there at first (one
 partition, or Apache Kafka: a few ms), so each of the 4 hops of an exposure costs ~0.5 s
-there. The service sets it (``[stream] fetch_max_wait_ms``, 100 ms by default, see
+there. The service sets it (``[stream] fetch_max_wait_ms``, 200 ms by default, see
 streams/app.py); ``--fetch-max-wait-ms MS`` runs the workers with another value;
 ``--broker kafka`` runs the same on Apache Kafka (``python -m harness.cli fetch-kafka``).
 """

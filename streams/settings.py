@@ -58,9 +58,11 @@ class StreamSettings:
     #: science call as its detection when this worker owns the partitions those events go
     #: to (streams.runner.run_chain); the events are published all the same.
     chain: bool = True
-    #: How long a worker's fetch waits for data (ms): the latency of each of the four hops
-    #: of an exposure when the topics are idle (faust's own, fixed, is 1500).
-    fetch_max_wait_ms: int = 100
+    #: How long a worker's fetch waits for data (ms): what an exposure can wait at its
+    #: first hop when the topics are idle (faust's own, fixed, is 1500). 200: the idle
+    #: worker and broker poll each other half as often as at 100 for ~15 ms of latency
+    #: (benchmarks/stream.py --cost; README, issue 17).
+    fetch_max_wait_ms: int = 200
     session_timeout_s: float = 10.0  # consumer group session (heartbeats every third of it)
     #: A step stopped by a fault of the machine (read-only or full output root, a dead
     #: science process, ...) is retried this many times, ``retry_first_s`` apart and
