@@ -61,7 +61,7 @@ from calibstream.astrometry.solve import load_references  # noqa: E402
 from calibstream.config import Config, load_config  # noqa: E402
 from calibstream.frame import frame_of  # noqa: E402
 from calibstream.io.exposure import write_exposure  # noqa: E402
-from calibstream.runtime import fits_config_read_once, reuse_freed_memory  # noqa: E402
+from calibstream.runtime import reuse_freed_memory  # noqa: E402
 from calibstream.simulate.config import SimConfig  # noqa: E402
 from calibstream.simulate.geometry import julian_year, propagate  # noqa: E402
 from calibstream.simulate.survey import simulate_survey  # noqa: E402
@@ -461,7 +461,6 @@ def main() -> None:
         # writing to a fresh root (an identical folder already there is not rewritten). The
         # later runs alternate with the peer's, so both see the same machine load.
         reuse_freed_memory()
-        fits_config_read_once()
         runs = [run_calibstream(path, store, work / "out0", config)]
         peer = []
         for i in range(args.repeat):

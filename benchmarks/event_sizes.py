@@ -39,7 +39,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 from calibstream.astrometry.refcat import ingest_refcat  # noqa: E402
 from calibstream.config import Config  # noqa: E402
 from calibstream.io.exposure import write_exposure  # noqa: E402
-from calibstream.runtime import fits_config_read_once, reuse_freed_memory  # noqa: E402
+from calibstream.runtime import reuse_freed_memory  # noqa: E402
 from calibstream.simulate.config import SimConfig  # noqa: E402
 from calibstream.simulate.survey import simulate_survey  # noqa: E402
 from streams import events  # noqa: E402
@@ -123,7 +123,6 @@ def main() -> None:
     args = parser.parse_args()
     limit = StreamSettings().max_message_bytes
     reuse_freed_memory()  # as the science processes run
-    fits_config_read_once()
     with tempfile.TemporaryDirectory(prefix="calibstream-event-sizes-") as tmp:
         work = Path(tmp)
         start = time.perf_counter()

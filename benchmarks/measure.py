@@ -27,7 +27,7 @@ from astropy.io import fits  # noqa: E402
 from calibstream.config import Config  # noqa: E402
 from calibstream.detection.pipeline import measure_file  # noqa: E402
 from calibstream.io.exposure import write_exposure  # noqa: E402
-from calibstream.runtime import fits_config_read_once, reuse_freed_memory  # noqa: E402
+from calibstream.runtime import reuse_freed_memory  # noqa: E402
 from calibstream.simulate.config import SimConfig  # noqa: E402
 from calibstream.simulate.survey import simulate_survey  # noqa: E402
 
@@ -150,7 +150,6 @@ def main() -> None:
 
         # As `calibstream measure` and the workers run: freed planes are reused.
         reuse_freed_memory()
-        fits_config_read_once()
         ours = []
         for _ in range(args.repeat + 1):
             result = measure_file(path, work / "out", config)

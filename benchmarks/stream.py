@@ -91,14 +91,13 @@ BATCH_CHILD = """
 import json, sys, time
 from pathlib import Path
 from calibstream.config import Config
-from calibstream.runtime import fits_config_read_once, reuse_freed_memory
+from calibstream.runtime import reuse_freed_memory
 from streams.batch import calibrate_file
 from streams.readmodel import RedisReadModel
 from streams.runner import Context
 from streams.settings import StreamSettings
 from streams.topology import CALIBRATE
 reuse_freed_memory()
-fits_config_read_once()
 refcat, out, *paths = sys.argv[1:]
 settings = StreamSettings(refcat=refcat, output_root=out)
 ctx = Context(settings, Config(), RedisReadModel(None), None, CALIBRATE)

@@ -50,7 +50,7 @@ from calibstream.astrometry.refcat import ingest_refcat  # noqa: E402
 from calibstream.astrometry.solve import Matches  # noqa: E402
 from calibstream.config import Config  # noqa: E402
 from calibstream.io.outputs import write_calibration  # noqa: E402
-from calibstream.runtime import fits_config_read_once, reuse_freed_memory  # noqa: E402
+from calibstream.runtime import reuse_freed_memory  # noqa: E402
 from calibstream.simulate.survey import write_simulation  # noqa: E402
 from streams import events, runner, science  # noqa: E402
 from streams.settings import Deployment, StreamSettings  # noqa: E402
@@ -106,7 +106,6 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=5)
     args = parser.parse_args()
     reuse_freed_memory()  # as a worker's science process and the calibrate command do
-    fits_config_read_once()
 
     with tempfile.TemporaryDirectory(prefix="calibstream-overhead-") as tmp:
         work = Path(tmp)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from calibstream.errors import CalibstreamError
-from calibstream.runtime import fits_config_read_once, reuse_freed_memory
+from calibstream.runtime import reuse_freed_memory
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -295,7 +295,6 @@ def main(
         # Freed planes kept for the next exposure; a lone exposure has no next one, and
         # glibc's own large blocks (mapped, returned when freed) peak ~150 MB lower.
         reuse_freed_memory()
-    fits_config_read_once()
     try:
         if prepare is not None:
             prepare(args)

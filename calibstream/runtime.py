@@ -35,17 +35,3 @@ def reuse_freed_memory() -> bool:
         )
     except (OSError, AttributeError):
         return False
-
-
-def fits_config_read_once() -> None:
-    """astropy.io.fits looks its configuration items up on every header card it makes or
-    writes (~7,500 lookups a folder: 60% of the time writing a catalogue's table took);
-    their values are read once here and kept for the process as plain class attributes.
-    The astropy configuration files and defaults still decide them, at this call."""
-    from astropy.config import ConfigItem
-    from astropy.io import fits
-
-    conf = type(fits.conf)
-    for name, item in list(vars(conf).items()):
-        if isinstance(item, ConfigItem):
-            setattr(conf, name, getattr(fits.conf, name))

@@ -16,7 +16,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from calibstream.failures import TransientFailure
-from calibstream.runtime import fits_config_read_once, reuse_freed_memory
+from calibstream.runtime import reuse_freed_memory
 from streams import runner
 from streams.readmodel import RedisReadModel
 from streams.runner import Message, Output
@@ -58,7 +58,6 @@ def _init(deployment: Deployment) -> None:
     global _CONTEXT
     _die_with_worker()
     reuse_freed_memory()
-    fits_config_read_once()
     _CONTEXT = context(deployment)
 
 

@@ -6,6 +6,10 @@ goes into a header, so the same inputs always give the same bytes. Files are
 0644 and folders 0755, less the umask (as ``open`` and ``mkdir`` make them), not
 the 0600 and 0700 of ``mkstemp`` and ``mkdtemp``: another user (a dashboard, a
 reader of the outputs) can read them.
+
+Importing this module reads astropy.io.fits's configuration once for the process
+(:func:`read_fits_config_once`): astropy looks its items up on every header card it
+makes or writes, ~7,500 times a folder, 60% of the time writing a catalogue's table took.
 """
 
 from __future__ import annotations
@@ -25,6 +29,20 @@ CHECKSUM_COMMENT = "calibstream"
 
 #: The modes of the files and folders written (less the umask).
 FILE_MODE, DIR_MODE = 0o644, 0o755
+
+
+def read_fits_config_once() -> None:
+    """astropy.io.fits's configuration items as plain class attributes, their values read
+    now (the astropy configuration files and defaults still decide them, at this call)."""
+    from astropy.config import ConfigItem
+
+    conf = type(fits.conf)
+    for name, item in list(vars(conf).items()):
+        if isinstance(item, ConfigItem):
+            setattr(conf, name, getattr(fits.conf, name))
+
+
+read_fits_config_once()
 
 
 def umask() -> int:
