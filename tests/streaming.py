@@ -145,6 +145,22 @@ class Worker:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
 
+#: A worker is ready once its science pool is up and the group gave it partitions.
+READY = {"science pool ready": 1, "Setting newly assigned partitions": 1}
+
+
+def wait_for_log(worker: Worker, marks: dict[str, int], timeout: float = 120.0) -> None:
+    """Until the worker's log holds each mark at least that many times."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert worker.running, f"the worker exited\n{worker.log_tail()}"
+        text = worker.log.read_text(errors="replace")
+        if all(text.count(mark) >= n for mark, n in marks.items()):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the worker never logged {marks}\n{worker.log_tail()}")
+
+
 def folders(root: Path) -> dict[str, dict]:
     """Every exposure folder under ``root`` with its summary (or None while incomplete)."""
     base = root / "exposures"

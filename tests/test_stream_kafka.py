@@ -35,6 +35,7 @@ import pytest
 from conftest_services import *  # noqa: F403 (the fixtures: kafka, kafka_factory, redis_factory)
 from streaming import (
     OUTPUT_FILES,
+    READY,
     Survey,
     Worker,
     expid_of,
@@ -43,6 +44,7 @@ from streaming import (
     read_topic,
     same_folders,
     wait_for_folders,
+    wait_for_log,
     write_config,
 )
 
@@ -58,8 +60,6 @@ SESSION_TIMEOUT_S = 6.0
 FAILED = {"997", "998"}  # unreadable; 999 (no reference stars) is a partial calibration
 # What Service.handle logs per event: "<agent> <topic>[<partition>]@<offset> key <key> -> ..."
 HANDLED = re.compile(r"\b(\S+) (\S+)\[(\d+)\]@(\d+) key (\S+) -> ")
-# A worker is ready once its science pool is up and the group gave it partitions.
-READY = {"science pool ready": 1, "Setting newly assigned partitions": 1}
 
 
 # ---------------------------------------------------------------- helpers
@@ -69,18 +69,6 @@ def start_worker(config: Path, log: Path) -> Worker:
     """A worker subprocess run in the log's folder (faust writes its data folder there)."""
     with contextlib.chdir(log.parent):
         return Worker(config, log)
-
-
-def wait_for_log(worker: Worker, marks: dict[str, int], timeout: float = 120.0) -> None:
-    """Until the worker's log holds each mark at least that many times."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert worker.running, f"the worker exited\n{worker.log_tail()}"
-        text = worker.log.read_text(errors="replace")
-        if all(text.count(mark) >= n for mark, n in marks.items()):
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"the worker never logged {marks}\n{worker.log_tail()}")
 
 
 def complete(root: Path) -> set[str]:

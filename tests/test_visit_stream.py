@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 from conftest_services import *  # noqa: F403 (the fixtures: tansu, kafka)
-from streaming import Worker, own_config, read_topic
+from streaming import READY, Worker, own_config, read_topic, wait_for_log
 
 from calibstream.camera import Camera, grid_camera
 from calibstream.simulate.config import SimConfig
@@ -88,18 +88,6 @@ def wait_for_summary(out: Path, worker: Worker, timeout: float, done) -> dict:
                 return summary
         time.sleep(0.2)
     raise AssertionError(f"no visit summary after {timeout:.0f} s\n{worker.log_tail(60)}")
-
-
-def wait_for_ready(worker: Worker, timeout: float = 120.0) -> None:
-    """Until the worker has its partitions and its science pool."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert worker.running, worker.log_tail()
-        text = worker.log.read_text(errors="replace")
-        if "science pool ready" in text and "Worker]: Ready" in text:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"the worker was not ready after {timeout:.0f} s\n{worker.log_tail()}")
 
 
 def visit_folder(out: Path) -> dict[str, bytes]:
@@ -192,7 +180,7 @@ def test_a_worker_killed_mid_visit_is_replaced_and_the_visit_completes_once(kafk
         # The rest of the visit once the successor is ready: a record already waiting at a
         # worker's first assignment can be skipped by faust 0.15 (seen once here; the stall
         # watch brings it back, tests/test_stall.py); the table's recovery is tested here.
-        wait_for_ready(second)
+        wait_for_log(second, READY)
         submit(files(complete_sim, range(4, 9)), stream)
         summary = wait_for_summary(out, second, 240, lambda s: s["complete"])
         time.sleep(2.0)  # any second summary would be on its way
