@@ -17,7 +17,6 @@ from pathlib import Path
 
 from calibstream import cli as core_cli
 from calibstream.cli import camera_grid, chip_side, non_negative_int, port, positive_int
-from streams.kafka_admin import require_broker, require_redis
 from streams.settings import Deployment, load_deployment
 from streams.topology import CALIBRATE
 
@@ -304,7 +303,9 @@ def _setting(args: argparse.Namespace, name: str) -> str:
 def _check_services(args: argparse.Namespace) -> None:
     needs = NEEDS.get(args.command, ())
     if not needs:
-        return
+        return  # and asyncio, behind kafka_admin, is never imported (calibrate, measure)
+    from streams.kafka_admin import require_broker, require_redis
+
     stream = _deployment(args).stream
     if "broker" in needs:
         require_broker(stream.broker, stream.bootstrap, _setting(args, "broker"))

@@ -1,0 +1,130 @@
+"""A worker's memory over a long run, beside the batch command's over the same exposures.
+
+    python benchmarks/worker_memory.py [--n 100] [--size 1024 1024] [--distinct 20] [--every 10]
+
+Simulates ``--distinct`` exposures and cycles through them to ``--n`` (copies with their
+own EXPIDs), then:
+
+* the service: the embedded broker, Redis and one worker with one science process; the
+  exposures submitted ``--every`` at a time, each group waited for to its folders, then the
+  resident memory (VmRSS) of the worker's event loop and of its science process, idle;
+* the peer: ``calibstream calibrate``'s loop in one process over the same files, its
+  resident memory after each group.
+
+Prints the samples and each side's growth per 100 exposures after the first two groups
+(imports, first-touch and caches settle there). Issue 17's goal: a worker's memory stays
+flat over 100 exposures."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+from calibstream.astrometry.refcat import ingest_refcat  # noqa: E402
+from calibstream.simulate.survey import write_simulation  # noqa: E402
+from harness.memory import follow_worker_memory, growth_per_100, renumbered_copies  # noqa: E402
+from harness.redis_server import RedisServer  # noqa: E402
+from harness.tansu import TansuBroker  # noqa: E402
+from streams.settings import write_stream_config  # noqa: E402
+
+#: The batch command's loop in one process, its VmRSS after every group of exposures.
+BATCH_CHILD = """
+import json, re, sys
+from pathlib import Path
+from calibstream.config import Config
+from calibstream.runtime import reuse_freed_memory
+from streams.batch import calibrate_file
+from streams.readmodel import RedisReadModel
+from streams.runner import Context
+from streams.settings import StreamSettings
+from streams.topology import CALIBRATE
+reuse_freed_memory()
+refcat, out, every, *paths = sys.argv[1:]
+ctx = Context(StreamSettings(refcat=refcat, output_root=out), Config(), RedisReadModel(None),
+              None, CALIBRATE)
+for offset, path in enumerate(paths):
+    outcome = calibrate_file(Path(path), ctx, offset)
+    assert outcome.status == "ok", f"{path}: {outcome.status} {outcome.reason}"
+    if (offset + 1) % int(every) == 0:
+        kb = int(re.search(r"VmRSS:\\s+(\\d+)", open("/proc/self/status").read()).group(1))
+        print(json.dumps([offset + 1, kb / 1024]), flush=True)
+"""
+
+
+def exposures(work: Path, n: int, distinct: int, size: tuple[int, int]) -> tuple[list, Path]:
+    sim = work / "sim"
+    write_simulation(sim, n=distinct, size=size, seed=11)
+    store = work / "store"
+    ingest_refcat([sim / "refcat.fits"], store)
+    made = sorted(sim.glob("exp_*[0-9].fits"))
+    return renumbered_copies(made, n, work / "run"), store
+
+
+def stream_samples(paths: list[Path], store: Path, work: Path, every: int) -> list:
+    """The embedded broker, Redis and one worker: :func:`follow_worker_memory`'s samples."""
+    prefix = f"m{uuid.uuid4().hex[:8]}."
+    with TansuBroker(work / "tansu") as broker, RedisServer(work / "redis") as redis:
+        config = write_stream_config(
+            work / "stream.toml",
+            broker=broker.url,
+            redis=redis.url,
+            refcat=str(store),
+            output_root=str(work / "stream-out"),
+            app_id=prefix + "app",
+            topic_prefix=prefix,
+            science_processes=1,
+        )
+        return follow_worker_memory(config, paths, every, work / "worker")
+
+
+def batch_samples(paths: list[Path], store: Path, out: Path, every: int) -> list:
+    done = subprocess.run(
+        [sys.executable, "-c", BATCH_CHILD, str(store), str(out), str(every), *map(str, paths)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"the batch loop failed:\n{done.stderr}")
+    return [tuple(json.loads(line)) for line in done.stdout.splitlines()]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=100)
+    parser.add_argument("--size", type=int, nargs=2, default=(1024, 1024))
+    parser.add_argument("--distinct", type=int, default=20)
+    parser.add_argument("--every", type=int, default=10)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="worker-memory-") as tmp:
+        work = Path(tmp)
+        paths, store = exposures(work, args.n, args.distinct, tuple(args.size))
+        stream = stream_samples(paths, store, work, args.every)
+        batch = batch_samples(paths, store, work / "batch-out", args.every)
+    print(f"{args.n} exposures of {args.size[0]}x{args.size[1]} ({args.distinct} distinct)")
+    print(f"{'exposures':>10} {'event loop MB':>14} {'science MB':>11} {'batch MB':>9}")
+    by_count = dict(batch)
+    for count, loop, science in stream:
+        peer = by_count.get(count, float("nan"))
+        print(f"{count:>10} {loop:>14.1f} {science:>11.1f} {peer:>9.1f}")
+    after = 2 * args.every
+    for label, series in (
+        ("event loop", [(c, loop) for c, loop, _ in stream]),
+        ("science process", [(c, s) for c, _, s in stream]),
+        ("batch loop (peer)", batch),
+    ):
+        growth = growth_per_100(series, after)
+        print(f"growth after {after} exposures, {label}: {growth:+.1f} MB per 100")
+
+
+if __name__ == "__main__":
+    main()
