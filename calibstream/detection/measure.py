@@ -340,7 +340,7 @@ def _reduce_at(ufunc: np.ufunc, out: np.ndarray, labels: np.ndarray, values: np.
     and the sky is most of the map: reducing it cost 0.15 s on a 4k chip)."""
     for start in range(0, labels.size, BAND_PIXELS):
         band = slice(start, start + BAND_PIXELS)
-        members = np.flatnonzero(labels[band])
+        members = np.flatnonzero(labels[band] != 0)  # a boolean's nonzero is 3-8x an integer's
         ufunc.at(out, labels[band][members], values[band][members])
 
 
