@@ -5,12 +5,14 @@
 Simulates one exposure and its reference catalog (as benchmarks/calibrate.py does),
 runs the stages in-process exactly as the science pool runs them
 (``streams.runner.run``: decode, the agent's step, encode), and prints for each event
-(characterized_exposure, detection, match, zeropoint) and for failure events:
+(characterized_exposure, detection, match, zeropoint), for the exposure outcome the sink
+sends to the visit agent, and for failure events:
 
 * the encoded size (Confluent framing + Avro), against ``StreamSettings.max_message_bytes``
   (the service's topics and producers, 8 MiB by default) and Kafka's defaults (producer
   ``max.request.size`` 1,048,576 bytes, broker ``message.max.bytes`` 1,048,588);
-* the number of sources, the column bytes compressed (zlib level 6, as sent) and raw;
+* the number of sources, the column bytes compressed (at ``streams.wire.ZLIB_LEVEL``, as
+  sent) and raw;
 * what the codec costs: Avro encode and decode, zlib compress and decompress of the columns
   (milliseconds, best of --repeat), and the step's whole time (the one run of the chain
   in this fresh process: the detect step pays the first-exposure costs).
@@ -152,9 +154,10 @@ def main() -> None:
         for agent, topic in CHAIN:
             inputs[agent] = value
             outputs, seconds = run_step(ctx, agent, topic, value, key)
-            if agent == "sink":
-                assert outputs == [], outputs
+            if agent == "sink":  # its one event: the exposure's outcome, for its visit
+                assert [o.role for o in outputs] in ([], ["outcomes"]), outputs
                 rows[-1].sink_s = seconds
+                outcome = [Row("exposure_outcome", o.value, None, args.repeat) for o in outputs]
                 break
             [output] = outputs
             if output.role == FAILURES:
@@ -163,7 +166,7 @@ def main() -> None:
             rows.append(Row(decode(value).subject, value, seconds, args.repeat))
 
         # ---- failure events
-        failures = []
+        failures = outcome  # the other events, beside the chain's
         truncated = work / "truncated.fits"
         data = path.read_bytes()
         truncated.write_bytes(data[: len(data) // 2])
