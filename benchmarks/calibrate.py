@@ -56,7 +56,8 @@ from measure import (  # noqa: E402  (benchmarks/measure.py, beside this script)
     gaussian_filter_file,
 )
 
-from calibstream.astrometry.refcat import angular_separation, footprint_circle, ingest_refcat  # noqa: E402
+from calibstream.astrometry.refcat import footprint_circle, ingest_refcat  # noqa: E402
+from calibstream.astrometry.sky_cover import angular_separation  # noqa: E402
 from calibstream.astrometry.solve import load_references  # noqa: E402
 from calibstream.config import Config, load_config  # noqa: E402
 from calibstream.frame import frame_of  # noqa: E402

@@ -24,6 +24,12 @@ from types import MappingProxyType
 from typing import Any, Literal, get_type_hints
 
 from calibstream.camera import DEFAULT_CAMERA, Camera, camera_from_mapping
+from calibstream.colorterm_config import (
+    DEFAULT_COLORTERMS,
+    FIELD,
+    ColorTerm,
+    split_libraries,
+)
 from calibstream.config_bounds import LimitsConfig, SanityConfig
 from calibstream.config_types import checked
 from calibstream.errors import ConfigError
@@ -159,44 +165,6 @@ class PhotometryConfig:
 
 
 @dataclass(frozen=True)
-class ColorTerm:
-    """Reference to instrument magnitude: m = p + c0 + c1 (p - s) + c2 (p - s)², p/s = bands."""
-
-    primary: str
-    secondary: str
-    c0: float = 0.0
-    c1: float = 0.0
-    c2: float = 0.0
-
-    def __post_init__(self) -> None:
-        for name in ("primary", "secondary"):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                raise ConfigError("must be a band name (a string)", where=f"colorterms.{name}")
-        for name in ("c0", "c1", "c2"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ConfigError(f"must be a number, got {value!r}", where=f"colorterms.{name}")
-            object.__setattr__(self, name, float(value))
-
-    @property
-    def coefficients(self) -> tuple[float, float, float]:
-        return (self.c0, self.c1, self.c2)
-
-
-#: Colour terms per instrument band against a PS1-like catalog. Identity
-#: except r, which is the simulated camera's (``simulate.config.SimConfig.colorterm``);
-#: set ``[colorterms.<band>]`` for a real instrument.
-DEFAULT_COLORTERMS: Mapping[str, ColorTerm] = MappingProxyType(
-    {
-        "g": ColorTerm("g", "r"),
-        "r": ColorTerm("r", "i", c1=0.04),
-        "i": ColorTerm("i", "z"),
-        "z": ColorTerm("z", "i"),
-    }
-)
-
-
-@dataclass(frozen=True)
 class AstrometryConfig:
     """Astrometric fit: pattern matching to the reference stars, then a TAN-SIP fit."""
 
@@ -317,8 +285,6 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:
-    from calibstream.colorterms import FIELD, split_libraries
-
     data, libraries = split_libraries(data)
     config = _build(Config, data, "")
     return dataclasses.replace(config, **{FIELD: libraries}) if libraries else config

@@ -39,6 +39,7 @@ import numpy as np
 
 from calibstream.astrometry.refcat_formats import Raw, detect_form, wanted_columns
 from calibstream.astrometry.refcat_inputs import raw_from_arrow, validate_raw
+from calibstream.astrometry.sky_cover import angular_separation, shards_overlapping
 from calibstream.errors import RefcatError
 
 CACHE_PREFIX = "calibstream:hats:"
@@ -236,8 +237,6 @@ def load_columns(
     """The contract's columns of the rows within ``radius`` of (``ra``, ``dec``) of the HATS
     catalogue ``store``, read in place; the load's counts (as ``LoadStats``) and the
     catalogue's name. Rows in partition order (order, pixel), then as each file holds them."""
-    from calibstream.astrometry.refcat import angular_separation, shards_overlapping
-
     catalog = open_catalog(store)
     form, columns = catalog_form(catalog, None)
     wanted = []
