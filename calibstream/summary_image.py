@@ -26,6 +26,7 @@ import numpy as np
 from scipy import special
 
 from calibstream.detection.background import Background, background_at, background_grid
+from calibstream.detection.stamps import gather
 from calibstream.io.exposure import Exposure
 from calibstream.moments import Moments, adaptive_moments
 from calibstream.quality_config import Fiducial, SummaryConfig
@@ -80,8 +81,8 @@ class Subtracted:
     def at(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """At pixels (rows[i], cols[i])."""
         if isinstance(self.background, Background):
-            return self.image[rows, cols] - background_at(self.background, rows, cols)
-        return self.image[rows, cols] - self.background[rows, cols]
+            return gather(self.image, rows, cols) - background_at(self.background, rows, cols)
+        return gather(self.image, rows, cols) - gather(self.background, rows, cols)
 
     def grid(self, stride: int) -> np.ndarray:
         """On the sub-grid of every ``stride``-th row and column."""
@@ -116,7 +117,7 @@ def star_shapes(
         ny, nx = exposure.shape
         inside = (r >= 0) & (r < ny) & (c >= 0) & (c < nx)
         r, c = np.broadcast_arrays(np.clip(r, 0, ny - 1), np.clip(c, 0, nx - 1))
-        masked = (exposure.mask[r, c] & exposure.bits(*SHAPE_MASK_PLANES)) != 0
+        masked = (gather(exposure.mask, r, c) & exposure.bits(*SHAPE_MASK_PLANES)) != 0
         stamps = np.where(inside & ~masked, pixels.at(r, c), 0.0)
         moments = adaptive_moments(stamps, inside & ~masked, sigma0=psf_sigma)
         columns["adaptive_xx"][rows] = moments.xx
