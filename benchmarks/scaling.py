@@ -1,6 +1,6 @@
 """Scaling on paper: exposures per second against workers, science processes and partitions.
 
-    python benchmarks/scaling.py [--science-cpu 1.9] [--overhead 0.07] [--peak-mb 725]
+    python benchmarks/scaling.py [--science-cpu 1.43] [--overhead 0.064] [--peak-mb 620]
                                  [--broker-ms 0] [--detectors 189] [--cadence 30]
                                  [--check 1:0.80 2:1.09 --check-science-cpu 0.76]
 
@@ -10,7 +10,7 @@ exposure from detection to the sink in one call):
 * each science process serves exposures at ``1 / (science_cpu * (1 + overhead))`` per
   second, ``overhead`` being the stream's own CPU per exposure as a fraction of the
   science (``benchmarks/stream.py``'s "every process of the stream": the events, the
-  event loops, the broker and Redis, +7% measured);
+  event loops, the broker and Redis, +6.4% measured);
 * the parallel servers are ``min(workers * processes, partitions, cores_for_science)``: a
   partition is consumed by one worker at a time, a process by one exposure at a time, and
   ``broker_ms``: CPU per exposure of a broker on the same cores, if not in ``overhead``;
@@ -18,7 +18,8 @@ exposure from detection to the sink in one call):
 * memory = science processes * the peak of one exposure (+ the broker's own).
 
 The defaults are this project's figures on a 4000x4072 exposure (``benchmarks/calibrate.py``
-steady state; a worker's science process keeps freed planes for reuse, peaking ~725 MB). ``--check``
+steady state; a worker's science process keeps freed planes for reuse: 621 MB resident after
+4k exposures, ``benchmarks/worker_memory.py --size 4000 4072``, its event loop 140 MB). ``--check``
 compares the model with measured throughputs (``benchmarks/stream.py``: processes:rate),
 with ``--check-science-cpu`` the batch science CPU of those exposures.
 """
@@ -74,9 +75,9 @@ def camera(args: argparse.Namespace) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--science-cpu", type=float, default=1.9, help="CPU s per exposure")
-    parser.add_argument("--overhead", type=float, default=0.07, help="stream CPU / science")
-    parser.add_argument("--peak-mb", type=float, default=725, help="peak RSS per process")
+    parser.add_argument("--science-cpu", type=float, default=1.43, help="CPU s per exposure")
+    parser.add_argument("--overhead", type=float, default=0.064, help="stream CPU / science")
+    parser.add_argument("--peak-mb", type=float, default=620, help="peak RSS per process")
     parser.add_argument("--broker-ms", type=float, default=0.0, help="broker CPU ms per exposure")
     parser.add_argument("--detectors", type=int, default=189)
     parser.add_argument("--cadence", type=float, default=30.0, help="seconds per visit")
