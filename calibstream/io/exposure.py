@@ -57,6 +57,7 @@ from calibstream.io.exposure_checks import (
     table_column,
 )
 from calibstream.io.inputs import check_declared, declared_hdus
+from calibstream.io.metadata import Metadata
 
 ICSRC_FLAGS = ("calib_psf_candidate", "calib_psf_used", "calib_psf_reserved")
 ICSRC_COLUMNS = ("id", "x", "y", "ra", "dec", "psf_flux", "psf_flux_err", *ICSRC_FLAGS)
@@ -70,21 +71,6 @@ class Psf:
     x: float
     y: float
     fwhm: float
-
-
-@dataclass(frozen=True)
-class Metadata:
-    """Observation metadata from the primary header."""
-
-    expid: int
-    visit: int
-    detector: int
-    band: str
-    mjd_obs: float
-    exptime: float
-    airmass: float | None = None
-    bore_ra: float | None = None
-    bore_dec: float | None = None
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from astropy.io import fits
@@ -29,9 +28,7 @@ from calibstream.errors import (
     NotFitsError,
     TruncatedFileError,
 )
-
-if TYPE_CHECKING:
-    from calibstream.io.exposure import Metadata
+from calibstream.io.metadata import Metadata
 
 #: The APCORR map is checked on this many points per axis over the chip, corners included.
 APCORR_GRID = 9
