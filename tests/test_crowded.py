@@ -27,9 +27,9 @@ CROWDED_DENSITY = 100_100.0
 SIZE = (4096, 4096)
 #: Tolerances against truth (measured: WCS 0.10 mas rms, 0.17 max; MAGZERO 0.002 mag).
 WCS_RMS_MAS, WCS_MAX_MAS, MAGZERO_MAG = 3.0, 8.0, 0.01
-#: The stated bounds: CPU seconds (measured 17.7 s, with room for a loaded
+#: The stated bounds: CPU seconds (measured 16.9 s, with room for a loaded
 #: machine) and peak memory beyond the imports, in input planes of 12 bytes a pixel
-#: (measured 2.61 planes, 501 MB: the segmentation map, sep's pixel stack, the catalogue).
+#: (measured 2.65 planes, 509 MB: the segmentation map, sep's pixel stack, the catalogue).
 CALIBRATE_CPU_S, MAX_PLANES = 60.0, 3.5
 
 
