@@ -106,7 +106,7 @@ def test_footprint_moments_are_the_same_bytes_band_by_band(monkeypatch):
     for label, (y, x) in enumerate(rng.integers(0, 36, (30, 2)), start=1):
         segmap[y : y + rng.integers(2, 9), x : x + rng.integers(2, 9)] = label
     labels = np.unique(segmap[segmap > 0])
-    segmap = np.searchsorted(labels, segmap).astype(np.uint16) * (segmap > 0)
+    segmap = (np.searchsorted(labels, segmap) + 1).astype(np.uint16) * (segmap > 0)  # 1..n
     image = rng.normal(size=segmap.shape).astype(np.float32)
     image[segmap == 3] = -1.0  # no positive pixel: equal weights
     fields = ("x", "y", "x2", "y2", "xy", "a", "b", "theta", "flux", "peak")
