@@ -8,12 +8,15 @@ or Redis client's error is worded.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import datetime as dt
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from calibstream import cli as core_cli
 from calibstream.cli import camera_grid, chip_side, non_negative_int, port, positive_int
@@ -336,5 +339,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     return core_cli.main(argv, build_parser(), prepare=_check_services, explain=_explain)
 
 
+#: Commands whose process ends when they return: nothing of theirs runs on.
+ONE_SHOT = frozenset({"calibrate", "measure", "simulate", "ingest-refcat"})
+
+
+def run() -> NoReturn:
+    """The console script: :func:`main`; after a one-shot command the process then ends
+    at once, its exit handlers run and its output flushed: the interpreter's teardown,
+    freeing astropy's, scipy's and numpy's modules object by object, cost ~0.25 s of a
+    4k exposure's 3.3 s ``calibstream calibrate``, and the kernel frees it all in one go."""
+    argv = sys.argv[1:]
+    code = main(argv)
+    if argv and argv[0] in ONE_SHOT:
+        atexit._run_exitfuncs()  # logging's shutdown among them
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

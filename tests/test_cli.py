@@ -63,3 +63,51 @@ def test_measure_reports_a_bad_file_and_exits_nonzero(tmp_path, capsys):
     assert main(["measure", str(bad), "--out", str(tmp_path / "out")]) == 2
     assert "bad.fits" in capsys.readouterr().err
     assert not (tmp_path / "out" / "src.fits").exists()
+
+
+#: The console script's process, with an exit handler and an object that speaks only when
+#: the interpreter tears its modules down.
+CONSOLE = """
+import atexit, sys
+atexit.register(lambda: print("exit handlers ran", flush=True))
+class Torn:
+    def __del__(self):
+        print("torn down", flush=True)
+keep = Torn()
+sys.argv = ["calibstream", *sys.argv[1:]]
+from streams.cli import run
+run()
+"""
+
+
+def test_a_one_shot_command_ends_at_once_with_its_output_and_exit_code(tmp_path):
+    """``calibstream measure``/``calibrate`` end without the interpreter's teardown (~0.25 s),
+    yet their exit handlers run, their output is all there and their exit code kept;
+    other commands end as usual."""
+    import subprocess
+    import sys
+
+    def console(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-c", CONSOLE, *argv], capture_output=True, text=True, timeout=300
+        )
+
+    assert main(["simulate", str(tmp_path / "sim"), "--n", "1", "--size", "512", "512"]) == 0
+    exposure = str(tmp_path / "sim" / "exp_1000.fits")
+    measured = console("measure", exposure, "--out", str(tmp_path / "m"))
+    assert measured.returncode == 0, measured.stderr
+    assert (tmp_path / "m" / "src.fits").is_file()
+    assert "exit handlers ran" in measured.stdout and "torn down" not in measured.stdout
+    assert (
+        main(["ingest-refcat", str(tmp_path / "sim" / "refcat.fits"), "--out", str(tmp_path / "s")])
+        == 0
+    )
+    calibrated = console(
+        "calibrate", exposure, "--refcat", str(tmp_path / "s"), "--out", str(tmp_path / "c")
+    )
+    assert calibrated.returncode == 1  # 512² holds too few stars: partial, so exit 1
+    assert f"{exposure}: partial -> " in calibrated.stdout
+    assert "1 of 1 exposures not calibrated in full" in calibrated.stderr
+    assert "torn down" not in calibrated.stdout
+    usage = console("dashboard", "--help")
+    assert usage.returncode == 0 and "torn down" in usage.stdout
