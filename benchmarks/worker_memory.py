@@ -23,7 +23,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import uuid
 from pathlib import Path
 
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -34,7 +33,7 @@ from calibstream.simulate.survey import write_simulation  # noqa: E402
 from harness.memory import follow_worker_memory, growth_per_100, renumbered_copies  # noqa: E402
 from harness.redis_server import RedisServer  # noqa: E402
 from harness.tansu import TansuBroker  # noqa: E402
-from streams.settings import write_stream_config  # noqa: E402
+from harness.workers import own_config  # noqa: E402
 
 #: The batch command's loop in one process, its VmRSS after every group of exposures.
 BATCH_CHILD = """
@@ -71,18 +70,8 @@ def exposures(work: Path, n: int, distinct: int, size: tuple[int, int]) -> tuple
 
 def stream_samples(paths: list[Path], store: Path, work: Path, every: int) -> list:
     """The embedded broker, Redis and one worker: :func:`follow_worker_memory`'s samples."""
-    prefix = f"m{uuid.uuid4().hex[:8]}."
     with TansuBroker(work / "tansu") as broker, RedisServer(work / "redis") as redis:
-        config = write_stream_config(
-            work / "stream.toml",
-            broker=broker.url,
-            redis=redis.url,
-            refcat=str(store),
-            output_root=str(work / "stream-out"),
-            app_id=prefix + "app",
-            topic_prefix=prefix,
-            science_processes=1,
-        )
+        config = own_config(work, broker.url, store, "m", redis=redis.url)
         return follow_worker_memory(config, paths, every, work / "worker")
 
 

@@ -6,10 +6,12 @@ import contextlib
 import os
 import signal
 import sys
+import uuid
 from pathlib import Path
 
 from harness.processes import HOST, ServiceProcess, free_port
 from streams.kafka_admin import port_open
+from streams.settings import write_stream_config
 
 
 class WorkerProcess(ServiceProcess):
@@ -81,3 +83,15 @@ class DashboardProcess(ServiceProcess):
 
     def _wait_ready(self, timeout: float) -> None:
         self._poll_ready(lambda: port_open(HOST, self.port), "the dashboard", timeout, 0.1)
+
+
+def own_config(work: Path, broker_url: str, store: Path, letter: str = "t", **stream) -> Path:
+    """``work/stream.toml``: topics and a consumer group of its own on ``broker_url``, the
+    output root ``work/out``, one science process, a 6 s session; ``stream`` on top."""
+    prefix = f"{letter}{uuid.uuid4().hex[:8]}."
+    settings = dict(
+        broker=broker_url, refcat=str(store), output_root=str(work / "out"),
+        app_id=prefix + "app", topic_prefix=prefix, session_timeout_s=6.0,
+        science_processes=1,
+    )  # fmt: skip
+    return write_stream_config(work / "stream.toml", **{**settings, **stream})

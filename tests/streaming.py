@@ -14,16 +14,16 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from astropy.io import fits
 
 from calibstream.cli import main as core_main
+from harness.workers import own_config  # noqa: F401 (the tests' own topics and group)
 from streams.codec import decode
 from streams.kafka_admin import topic_partitions
-from streams.settings import write_stream_config as write_config
+from streams.settings import write_stream_config as write_config  # noqa: F401 (for the tests)
 
 #: The files of a complete exposure folder (the contract's, and the Parquet copies).
 OUTPUT_FILES = frozenset(
@@ -89,18 +89,6 @@ def make_survey(root: Path, n_good: int, size: int = 1024, seed: int = 5) -> Sur
         hdul.writeto(far)
     bad["no_refs"] = far
     return Survey(root, store, good, bad)
-
-
-def own_config(work: Path, broker_url: str, store: Path, letter: str = "t", **stream) -> Path:
-    """``work/stream.toml``: topics and a consumer group of its own on ``broker_url``, the
-    output root ``work/out``, one science process, a 6 s session; ``stream`` on top."""
-    prefix = f"{letter}{uuid.uuid4().hex[:8]}."
-    settings = dict(
-        broker=broker_url, refcat=str(store), output_root=str(work / "out"),
-        app_id=prefix + "app", topic_prefix=prefix, session_timeout_s=6.0,
-        science_processes=1,
-    )  # fmt: skip
-    return write_config(work / "stream.toml", **{**settings, **stream})
 
 
 def expid_of(path: Path) -> int:

@@ -10,15 +10,13 @@ the same samples beside the batch command's."""
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 from conftest_services import *  # noqa: F403 (the fixtures: tansu, redis_factory)
 
 from calibstream.astrometry.refcat import ingest_refcat
 from calibstream.simulate.survey import write_simulation
 from harness.memory import follow_worker_memory, growth_per_100, renumbered_copies
-from streams.settings import write_stream_config
+from harness.workers import own_config
 
 pytestmark = pytest.mark.slow
 
@@ -32,18 +30,7 @@ def test_a_workers_memory_stays_flat_over_100_exposures(tansu, redis_factory, tm
     store = tmp_path / "store"
     ingest_refcat([sim / "refcat.fits"], store)
     paths = renumbered_copies(sorted(sim.glob("exp_*[0-9].fits")), N, tmp_path / "run")
-    prefix = f"m{uuid.uuid4().hex[:8]}."
-    config = write_stream_config(
-        tmp_path / "stream.toml",
-        broker=tansu.url,
-        redis=redis_factory().url,
-        refcat=str(store),
-        output_root=str(tmp_path / "out"),
-        app_id=prefix + "app",
-        topic_prefix=prefix,
-        session_timeout_s=6.0,
-        science_processes=1,
-    )
+    config = own_config(tmp_path, tansu.url, store, "m", redis=redis_factory().url)
     samples = follow_worker_memory(config, paths, EVERY, tmp_path / "worker")
     print("exposures, event loop MB, science MB:", samples)
     assert [count for count, *_ in samples] == list(range(EVERY, N + 1, EVERY))
