@@ -19,8 +19,9 @@ name; a HATS catalogue's ``obs_collection``), carried by
 :attr:`calibstream.astrometry.refcat.RefCatalog.name`. The library for a name is the one
 keyed by exactly that name, else the one glob matching it (two matching globs are an
 error, as in the stack), else the default library (``[colorterms.<band>]``, which starts
-from :data:`calibstream.colorterm_config.DEFAULT_COLORTERMS`). A library named gives its bands in
-full (primary and secondary); a band it lacks has no colour term against that catalogue.
+from :data:`calibstream.colorterm_config.DEFAULT_COLORTERMS`). A library named gives its
+bands in full (primary and secondary); a band it lacks has no colour term against that
+catalogue.
 
 Under ``[colorterms]`` a table whose values are all tables is a library; one whose values
 are not tables is a band's colour term; a mix is an error.
