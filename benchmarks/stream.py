@@ -86,9 +86,9 @@ from streams.settings import (  # noqa: E402
 from streams.worker import submit  # noqa: E402
 
 #: ``calibstream calibrate``'s loop (streams.cli._calibrate without tqdm), timed after
-#: the imports; prints the seconds of each exposure as JSON.
+#: the imports; prints the seconds and the resident MB after each exposure as JSON.
 BATCH_CHILD = """
-import json, sys, time
+import json, re, sys, time
 from pathlib import Path
 from calibstream.config import Config
 from calibstream.runtime import reuse_freed_memory
@@ -103,14 +103,17 @@ settings = StreamSettings(refcat=refcat, output_root=out)
 ctx = Context(settings, Config(), RedisReadModel(None), None, CALIBRATE)
 print("ready", flush=True)
 sys.stdin.readline()  # go: every process of a parallel run starts its loop together
-seconds, begin, cpu = [], time.time(), time.process_time()
+seconds, rss, begin, cpu = [], [], time.time(), time.process_time()
 for offset, path in enumerate(paths):
     start = time.perf_counter()
     outcome = calibrate_file(Path(path), ctx, offset)
     seconds.append(time.perf_counter() - start)
+    status = open("/proc/self/status").read()
+    rss.append(int(re.search(r"VmRSS:\\s+(\\d+)", status).group(1)) / 1024)
     assert outcome.status == "ok", f"{path}: {outcome.reason}"
 cpu = time.process_time() - cpu
-print(json.dumps({"seconds": seconds, "begin": begin, "end": time.time(), "cpu": cpu}))
+print(json.dumps({"seconds": seconds, "rss_mb": rss, "begin": begin, "end": time.time(),
+                  "cpu": cpu}))
 """
 
 FETCH_MAX_WAIT_MS = StreamSettings().fetch_max_wait_ms  # the service's default (app.py)
@@ -439,6 +442,7 @@ class BatchRun:
     other: float  # CPU seconds of other processes on the machine meanwhile
     span: float  # seconds the processes lived (imports included), for ``other``
     cpu: float  # CPU seconds of the loops (imports not counted)
+    rss_mb: list[float] = field(default_factory=list)  # resident MB after each exposure
 
 
 def run_batch(groups: list[list[Path]], store: Path, out: Path) -> BatchRun:
@@ -472,7 +476,8 @@ def run_batch(groups: list[list[Path]], store: Path, out: Path) -> BatchRun:
     other = machine_busy_seconds() - busy0 - (_children_cpu() - own0)
     seconds = [t for r in results for t in r["seconds"]]
     cpu = sum(r["cpu"] for r in results)
-    return BatchRun(wall, seconds, max(other, 0.0), time.monotonic() - span0, cpu)
+    rss = [mb for r in results for mb in r["rss_mb"]]
+    return BatchRun(wall, seconds, max(other, 0.0), time.monotonic() - span0, cpu, rss)
 
 
 def _children_cpu() -> float:

@@ -18,15 +18,14 @@ flat over 100 exposures."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
+
+from stream import run_batch  # noqa: E402  (benchmarks/stream.py, beside this script)
 
 from calibstream.astrometry.refcat import ingest_refcat  # noqa: E402
 from calibstream.simulate.survey import write_simulation  # noqa: E402
@@ -34,29 +33,6 @@ from harness.memory import follow_worker_memory, growth_per_100, renumbered_copi
 from harness.redis_server import RedisServer  # noqa: E402
 from harness.tansu import TansuBroker  # noqa: E402
 from harness.workers import own_config  # noqa: E402
-
-#: The batch command's loop in one process, its VmRSS after every group of exposures.
-BATCH_CHILD = """
-import json, re, sys
-from pathlib import Path
-from calibstream.config import Config
-from calibstream.runtime import reuse_freed_memory
-from streams.batch import calibrate_file
-from streams.readmodel import RedisReadModel
-from streams.runner import Context
-from streams.settings import StreamSettings
-from streams.topology import CALIBRATE
-reuse_freed_memory()
-refcat, out, every, *paths = sys.argv[1:]
-ctx = Context(StreamSettings(refcat=refcat, output_root=out), Config(), RedisReadModel(None),
-              None, CALIBRATE)
-for offset, path in enumerate(paths):
-    outcome = calibrate_file(Path(path), ctx, offset)
-    assert outcome.status == "ok", f"{path}: {outcome.status} {outcome.reason}"
-    if (offset + 1) % int(every) == 0:
-        kb = int(re.search(r"VmRSS:\\s+(\\d+)", open("/proc/self/status").read()).group(1))
-        print(json.dumps([offset + 1, kb / 1024]), flush=True)
-"""
 
 
 def exposures(work: Path, n: int, distinct: int, size: tuple[int, int]) -> tuple[list, Path]:
@@ -76,15 +52,10 @@ def stream_samples(paths: list[Path], store: Path, work: Path, every: int) -> li
 
 
 def batch_samples(paths: list[Path], store: Path, out: Path, every: int) -> list:
-    done = subprocess.run(
-        [sys.executable, "-c", BATCH_CHILD, str(store), str(out), str(every), *map(str, paths)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"the batch loop failed:\n{done.stderr}")
-    return [tuple(json.loads(line)) for line in done.stdout.splitlines()]
+    """The batch loop of ``benchmarks/stream.py`` over ``paths``: its resident MB after each
+    group."""
+    rss = run_batch([paths], store, out).rss_mb
+    return [(count, rss[count - 1]) for count in range(every, len(paths) + 1, every)]
 
 
 def main() -> None:
