@@ -28,7 +28,7 @@ import hashlib
 import logging
 import tempfile
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -136,6 +136,14 @@ class Service:
             None if message.key is None else message.key.decode(errors="replace"),
             made,
         )
+
+    def attach_lanes(self, stage: Stage, handle: Callable[[faust.EventT], Awaitable[None]]) -> None:
+        """``stage``'s faust agent: each event to its partition's lane, ``handle(event)``
+        there (:func:`streams.lanes.lane_agent`), its topic's partitions watched for
+        records nobody takes every ``[stream] stall_check_s``."""
+        stream = self.deployment.stream
+        lanes = lane_agent(self.app, handle, stream.topic(stage.consumes), stream.stall_check_s)
+        self.app.agent(self.topics[stage.consumes], name=stage.agent)(lanes)
 
     def onward(self, partition: int) -> frozenset[str]:
         """The agents down the chain whose input partition ``partition`` this worker owns."""
@@ -270,9 +278,4 @@ def _attach(service: Service, stage: Stage) -> None:
     async def handle(event: faust.EventT) -> None:
         await service.handle(stage.agent, event, step)
 
-    topic = service.topics[stage.consumes]
-    service.app.agent(topic, name=stage.agent)(
-        lane_agent(
-            service.app, handle, topic.get_topic_name(), service.deployment.stream.stall_check_s
-        )
-    )
+    service.attach_lanes(stage, handle)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 import faust
@@ -28,7 +28,6 @@ from aiokafka.partitioner import DefaultPartitioner
 from streams import runner
 from streams.delivery import Outage, run_retrying
 from streams.events import now_ms
-from streams.lanes import lane_agent
 from streams.readmodel import ReadModel
 from streams.runner import Message, Output
 from streams.science import context
@@ -47,6 +46,10 @@ class Service(Protocol):
     outage: Outage
 
     async def publish(self, outputs: Iterable[Output], partition: int) -> None: ...
+
+    def attach_lanes(
+        self, stage: Stage, handle: Callable[[faust.EventT], Awaitable[None]]
+    ) -> None: ...
 
 
 log = logging.getLogger("calibstream.stateful")
@@ -73,10 +76,8 @@ def attach_stateful(service: Service, stage: Stage) -> None:
         log.info("%s %s[%d]@%d key %s -> %s", stage.agent, record.topic, record.partition,
                  record.offset, record.key, ",".join(o.role for o in outputs) or "-")  # fmt: skip
 
+    service.attach_lanes(stage, handle)
     topic = stream.topic(stage.consumes)
-    app.agent(service.topics[stage.consumes], name=stage.agent)(
-        lane_agent(app, handle, topic, stream.stall_check_s)
-    )
     timeout = importlib.import_module(stage.module).timeout
     partitioner = DefaultPartitioner()
 
