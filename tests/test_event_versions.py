@@ -104,9 +104,8 @@ def test_a_bare_reader_with_only_the_v1_avsc_decodes_the_v1_fields_of_a_new_even
     message = chain[subject]
     newest = max(e["version"] for e in REGISTRY.values() if e["subject"] == subject)
     assert int.from_bytes(message[1:5], "big") == schema_id(subject, newest)
-    v1 = fastavro.parse_schema(
-        schema_file(subject, 1)
-    )  # nothing else: no registry, no newer version
+    # nothing else: no registry, no newer version
+    v1 = fastavro.parse_schema(schema_file(subject, 1))
     body = io.BytesIO(message[5:])
     record = fastavro.schemaless_reader(body, v1)
     full = decode(message).record
